@@ -1,0 +1,9 @@
+// Package bpf loads and attaches keygate's eBPF programs and is the only
+// package that touches the bpf2go-generated types.
+//
+// The C sources live next to this file, one per capture front end; the
+// generated Go bindings and objects are committed and regenerated with
+// `make generate`.
+package bpf
+
+//go:generate go tool bpf2go -tags linux -target bpfel -cc clang -cflags "-O2 -g -Wall -Werror -I/usr/include/x86_64-linux-gnu" -type orig_dst -type conn_key cgroup cgroup.c

@@ -1,0 +1,115 @@
+// Command keygated is keygate's host agent. It runs in the foreground as
+// root, logs to stderr and stops cleanly on SIGTERM or SIGINT.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/keygate/keygate/hostagent"
+	"github.com/keygate/keygate/pkg/api"
+	"github.com/keygate/keygate/pkg/jail"
+)
+
+func main() {
+	// The same binary is the init of every sandbox; that role is chosen
+	// before any flag parsing or logging.
+	if len(os.Args) > 1 && os.Args[1] == jail.InitArg {
+		jail.RunInit()
+	}
+
+	var cfg hostagent.Config
+	var allowPrivate prefixList
+	var sandboxCIDR, logFormat, logLevel string
+	flag.StringVar(&cfg.StateDir, "state-dir", "/var/lib/keygate", "directory for the vault store, master key and host CA")
+	flag.StringVar(&cfg.Socket, "socket", api.DefaultSocket, "control API unix socket")
+	flag.StringVar(&cfg.MasterKeyFile, "master-key-file", "", "master key file, created 0600 if absent (default STATE-DIR/master.key)")
+	flag.StringVar(&cfg.UpstreamDNS, "upstream-dns", "", "upstream DNS server host[:port] (default: first nameserver in /etc/resolv.conf)")
+	flag.StringVar(&cfg.UpstreamCA, "upstream-ca", "", "extra PEM CA file trusted for upstream servers")
+	flag.Var(&allowPrivate, "allow-private-upstream", "CIDR of private addresses upstream names may resolve to (repeatable)")
+	flag.StringVar(&sandboxCIDR, "sandbox-cidr", "10.233.0.0/16", "IPv4 range for sandbox addresses and the agent's service address")
+	flag.StringVar(&cfg.CgroupParent, "cgroup-parent", "", "cgroup v2 directory that holds sandbox cgroups (default CGROUP2-ROOT/keygate)")
+	flag.StringVar(&logFormat, "log-format", "text", "log format: text or json")
+	flag.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	flag.Usage = usage
+	flag.Parse()
+	if flag.NArg() > 0 {
+		fatal(fmt.Errorf("unexpected argument %q", flag.Arg(0)))
+	}
+
+	// Logging first, so every later step can report.
+	logger, err := newLogger(logFormat, logLevel)
+	if err != nil {
+		fatal(err)
+	}
+	cfg.Logger = logger
+	cfg.AllowPrivate = allowPrivate
+	if cfg.SandboxCIDR, err = netip.ParsePrefix(sandboxCIDR); err != nil {
+		fatal(fmt.Errorf("--sandbox-cidr: %w", err))
+	}
+
+	// Start the agent, then wait for a signal to stop it.
+	agent, err := hostagent.Start(cfg)
+	if err != nil {
+		fatal(err)
+	}
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	s := <-sigs
+	logger.Info("stopping", "signal", s.String())
+	if err := agent.Close(); err != nil {
+		logger.Error("stop", "err", err)
+		os.Exit(1)
+	}
+}
+
+func newLogger(format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: %w", level, err)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}
+
+// prefixList collects repeated CIDR flags.
+type prefixList []netip.Prefix
+
+func (p *prefixList) String() string { return fmt.Sprint(*p) }
+
+func (p *prefixList) Set(s string) error {
+	pfx, err := netip.ParsePrefix(s)
+	if err != nil {
+		return err
+	}
+	*p = append(*p, pfx.Masked())
+	return nil
+}
+
+func usage() {
+	fmt.Fprint(os.Stderr, `usage: keygated [flags]
+
+keygated is keygate's host agent: it keeps the vaults, creates sandboxes,
+captures their egress with eBPF and injects credentials on approved hosts.
+It must run as root, in the foreground; stop it with SIGTERM.
+
+Flags:
+`)
+	flag.PrintDefaults()
+}
+
+func fatal(err error) {
+	fmt.Fprintf(os.Stderr, "keygated: %v\n", err)
+	os.Exit(1)
+}

@@ -1,0 +1,330 @@
+package hostagent
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/keygate/keygate/bpf"
+	"github.com/keygate/keygate/pkg/ca"
+	"github.com/keygate/keygate/pkg/cgroup"
+	"github.com/keygate/keygate/pkg/pin"
+	"github.com/keygate/keygate/pkg/proxy"
+	"github.com/keygate/keygate/pkg/resolver"
+	"github.com/keygate/keygate/pkg/vault"
+)
+
+// Agent is a running keygated.
+type Agent struct {
+	cfg Config
+	log *slog.Logger
+
+	store        *vault.Store
+	ca           *ca.CA
+	bundle       string // sandbox trust bundle: system roots + host CA
+	resolv       string // resolv.conf shown to sandboxes
+	pool         *addrPool
+	pins         *pin.Table
+	sandboxes    *registry
+	capture      *bpf.CgroupCapture
+	parent       *cgroup.Group
+	serviceAdded *netlink.Addr // the service address on lo, or nil
+
+	proxy     *proxy.Proxy
+	resolver  *resolver.Resolver
+	api       *http.Server
+	listeners []net.Listener // proxy, resolver TCP, API; closed by Close
+	udp       net.PacketConn
+
+	runs sync.WaitGroup // live runs; Close waits for their teardown
+	stop chan struct{}  // closed by Close: every run ends its sandbox
+}
+
+// Start brings the agent up: store, CA, service address, resolver, proxy,
+// capture programs, control API. On error, everything started is undone.
+func Start(cfg Config) (_ *Agent, err error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	a := &Agent{
+		cfg:       cfg,
+		log:       cfg.Logger,
+		pool:      newAddrPool(cfg.SandboxCIDR),
+		sandboxes: newRegistry(),
+		stop:      make(chan struct{}),
+	}
+	defer func() {
+		if err != nil {
+			a.Close()
+		}
+	}()
+
+	steps := []struct {
+		name string
+		fn   func() error
+	}{
+		{"open state", a.openState},
+		{"add service address", a.addServiceAddr},
+		{"start resolver", a.startResolver},
+		{"start proxy", a.startProxy},
+		{"attach capture programs", a.attachCapture},
+		{"start control API", a.startAPI},
+	}
+	for _, s := range steps {
+		if err := s.fn(); err != nil {
+			return nil, fmt.Errorf("%s: %w", s.name, err)
+		}
+	}
+	a.log.Info("keygated ready", "socket", cfg.Socket, "service", a.pool.service(),
+		"sandbox_cidr", cfg.SandboxCIDR, "upstream_dns", cfg.UpstreamDNS)
+	return a, nil
+}
+
+// openState opens the vault store and the host CA, and writes the files
+// sandboxes are shown.
+func (a *Agent) openState() error {
+	if err := os.MkdirAll(a.cfg.StateDir, 0o700); err != nil {
+		return err
+	}
+	key, err := vault.LoadOrCreateMasterKey(a.cfg.MasterKeyFile)
+	if err != nil {
+		return err
+	}
+	if a.store, err = vault.Open(filepath.Join(a.cfg.StateDir, "keygate.db"), key); err != nil {
+		return err
+	}
+	if a.ca, err = ca.LoadOrCreate(filepath.Join(a.cfg.StateDir, "ca")); err != nil {
+		return err
+	}
+
+	// Files bind-mounted into every sandbox live outside the state dir,
+	// which sandboxes never see.
+	share := filepath.Join(filepath.Dir(a.cfg.Socket), "share")
+	if err := os.MkdirAll(share, 0o755); err != nil {
+		return err
+	}
+	a.bundle = filepath.Join(share, "ca-bundle.pem")
+	if err := a.ca.WriteBundle(a.bundle); err != nil {
+		return err
+	}
+	a.resolv = filepath.Join(share, "resolv.conf")
+	conf := fmt.Sprintf("# written by keygated: every DNS query is answered by keygate\nnameserver %s\n", a.pool.service())
+	return os.WriteFile(a.resolv, []byte(conf), 0o644)
+}
+
+// addServiceAddr puts the agent's service address on the loopback link as
+// a /32, so sandboxes reach the proxy and resolver through their veth and
+// nothing listens on the host's other addresses. (Loopback rather than a
+// dummy link: not every kernel has the dummy driver.)
+func (a *Agent) addServiceAddr() error {
+	lo, err := netlink.LinkByName("lo")
+	if err != nil {
+		return err
+	}
+	addr := &netlink.Addr{IPNet: ipNet32(a.pool.service()), Label: "lo:keygate"}
+	// An address left by an agent that did not stop cleanly is reused.
+	if err := netlink.AddrReplace(lo, addr); err != nil {
+		return fmt.Errorf("address %s on lo: %w", a.pool.service(), err)
+	}
+	a.serviceAdded = addr
+	return nil
+}
+
+func (a *Agent) serviceAddr(port uint16) netip.AddrPort {
+	return netip.AddrPortFrom(a.pool.service(), port)
+}
+
+func (a *Agent) startResolver() error {
+	a.pins = pin.New(pin.Config{})
+	r, err := resolver.New(resolver.Config{
+		Upstream:     a.cfg.UpstreamDNS,
+		Sandboxes:    resolverView{a.sandboxes},
+		Pins:         a.pins,
+		AllowPrivate: a.cfg.AllowPrivate,
+		Logger:       a.log,
+	})
+	if err != nil {
+		return err
+	}
+	addr := a.serviceAddr(a.cfg.DNSPort).String()
+	if a.udp, err = net.ListenPacket("udp4", addr); err != nil {
+		return err
+	}
+	tcp, err := net.Listen("tcp4", addr)
+	if err != nil {
+		return err
+	}
+	a.listeners = append(a.listeners, tcp)
+	a.resolver = r
+	go func() {
+		if err := r.Serve(a.udp, tcp); err != nil {
+			a.log.Error("resolver stopped", "err", err)
+		}
+	}()
+	return nil
+}
+
+func (a *Agent) startProxy() error {
+	roots, err := upstreamRoots(a.cfg.UpstreamCA)
+	if err != nil {
+		return err
+	}
+	p, err := proxy.New(proxy.Config{
+		Sandboxes: func(src netip.Addr) (proxy.Sandbox, bool) {
+			sb, ok := a.sandboxes.bySource(src)
+			return sb, ok
+		},
+		OrigDst:       a.origDst,
+		Pins:          a.pins,
+		Certs:         a.ca.NewLeaves(ca.LeafConfig{}),
+		Credentials:   &credentials{reg: a.sandboxes, store: a.store},
+		UpstreamRoots: roots,
+		Logger:        a.log.With("subsystem", "proxy"),
+	})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp4", a.serviceAddr(a.cfg.ProxyPort).String())
+	if err != nil {
+		return err
+	}
+	a.listeners = append(a.listeners, ln)
+	a.proxy = p
+	go func() {
+		if err := p.Serve(ln); err != nil {
+			a.log.Error("proxy stopped", "err", err)
+		}
+	}()
+	return nil
+}
+
+func (a *Agent) origDst(src netip.AddrPort) (proxy.OrigDst, error) {
+	od, err := a.capture.TakeConn(src)
+	if err != nil {
+		return proxy.OrigDst{}, err
+	}
+	return proxy.OrigDst{Dst: od.Dst, CgroupID: od.CgroupID}, nil
+}
+
+// upstreamRoots returns the system roots plus the PEM certificates in
+// extra, if given.
+func upstreamRoots(extra string) (*x509.CertPool, error) {
+	roots, err := x509.SystemCertPool()
+	if err != nil {
+		roots = x509.NewCertPool()
+	}
+	if extra == "" {
+		return roots, nil
+	}
+	pem, err := os.ReadFile(extra)
+	if err != nil {
+		return nil, fmt.Errorf("read upstream CA: %w", err)
+	}
+	if !roots.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("upstream CA %s: no PEM certificate found", extra)
+	}
+	return roots, nil
+}
+
+// attachCapture creates the parent cgroup of all sandboxes, removes what a
+// previous agent left there, and attaches the capture programs to it.
+func (a *Agent) attachCapture() error {
+	var err error
+	if a.parent, err = cgroup.Create(a.cfg.CgroupParent); err != nil {
+		return err
+	}
+	a.removeLeftovers()
+	a.capture, err = bpf.LoadCgroup(bpf.CgroupConfig{
+		Proxy:    a.serviceAddr(a.cfg.ProxyPort),
+		Resolver: a.serviceAddr(a.cfg.DNSPort),
+	})
+	if err != nil {
+		return err
+	}
+	return a.capture.Attach(a.cfg.CgroupParent)
+}
+
+// removeLeftovers kills and removes sandboxes an earlier agent left behind
+// (their cgroups and host-side links). Re-adopting them is not supported
+// yet, so their processes lose their network either way.
+func (a *Agent) removeLeftovers() {
+	entries, _ := os.ReadDir(a.cfg.CgroupParent)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, e := range entries {
+		if e.IsDir() {
+			g := &cgroup.Group{Path: filepath.Join(a.cfg.CgroupParent, e.Name())}
+			if err := g.Remove(ctx); err != nil {
+				a.log.Warn("remove leftover sandbox cgroup", "path", g.Path, "err", err)
+			}
+		}
+	}
+	links, _ := netlink.LinkList()
+	for _, l := range links {
+		if strings.HasPrefix(l.Attrs().Name, linkPrefix) {
+			netlink.LinkDel(l)
+		}
+	}
+}
+
+// Close stops the agent: ends every sandbox, detaches the capture
+// programs, stops the servers and removes the service address. It is safe
+// on a partly started agent.
+func (a *Agent) Close() error {
+	var errs []error
+	if a.api != nil {
+		errs = append(errs, a.api.Close())
+	}
+	close(a.stop)
+	a.runs.Wait()
+	for _, s := range a.sandboxes.list() {
+		a.teardown(s)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if a.proxy != nil {
+		errs = append(errs, a.proxy.Shutdown(ctx))
+	}
+	if a.resolver != nil {
+		errs = append(errs, a.resolver.Shutdown(ctx))
+	}
+	for _, ln := range a.listeners {
+		ln.Close()
+	}
+	if a.udp != nil {
+		a.udp.Close()
+	}
+	if a.capture != nil {
+		errs = append(errs, a.capture.Close())
+	}
+	if a.parent != nil {
+		os.Remove(a.parent.Path)
+	}
+	if a.serviceAdded != nil {
+		if lo, err := netlink.LinkByName("lo"); err == nil {
+			errs = append(errs, netlink.AddrDel(lo, a.serviceAdded))
+		}
+	}
+	if a.store != nil {
+		errs = append(errs, a.store.Close())
+	}
+	os.Remove(a.cfg.Socket)
+	return errors.Join(errs...)
+}
+
+func ipNet32(addr netip.Addr) *net.IPNet {
+	return &net.IPNet{IP: net.IP(addr.AsSlice()), Mask: net.CIDRMask(32, 32)}
+}

@@ -1,0 +1,220 @@
+package hostagent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/keygate/keygate/pkg/api"
+	"github.com/keygate/keygate/pkg/vault"
+)
+
+// maxBody bounds control API request bodies.
+const maxBody = 1 << 20
+
+type peerKey struct{}
+
+// startAPI serves the control API on the unix socket, readable and
+// writable by root only.
+func (a *Agent) startAPI() error {
+	if err := os.MkdirAll(filepath.Dir(a.cfg.Socket), 0o755); err != nil {
+		return err
+	}
+	os.Remove(a.cfg.Socket) // a stale socket from an agent that did not stop cleanly
+	ln, err := net.Listen("unix", a.cfg.Socket)
+	if err != nil {
+		return err
+	}
+	if err := os.Chmod(a.cfg.Socket, 0o660); err != nil {
+		ln.Close()
+		return err
+	}
+	a.listeners = append(a.listeners, ln)
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/vaults", a.handleCreateVault)
+	mux.HandleFunc("GET /v1/vaults", a.handleListVaults)
+	mux.HandleFunc("POST /v1/vaults/{vault}/archive", a.handleArchiveVault)
+	mux.HandleFunc("POST /v1/vaults/{vault}/credentials", a.handleAddCredential)
+	mux.HandleFunc("GET /v1/vaults/{vault}/credentials", a.handleListCredentials)
+	mux.HandleFunc("PUT /v1/vaults/{vault}/credentials/{name}/secret", a.handleRotate)
+	mux.HandleFunc("DELETE /v1/vaults/{vault}/credentials/{name}", a.handleRemoveCredential)
+	mux.HandleFunc("GET /v1/sandboxes", a.handleListSandboxes)
+	mux.HandleFunc("POST /v1/run", a.handleRun)
+
+	a.api = &http.Server{
+		Handler:     a.requireRoot(mux),
+		ConnContext: peerContext,
+		ErrorLog:    nil,
+	}
+	go a.api.Serve(ln)
+	return nil
+}
+
+// peerContext records the connecting process's credentials.
+func peerContext(ctx context.Context, c net.Conn) context.Context {
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		return ctx
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return ctx
+	}
+	var cred *unix.Ucred
+	raw.Control(func(fd uintptr) {
+		cred, _ = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	})
+	if cred == nil {
+		return ctx
+	}
+	return context.WithValue(ctx, peerKey{}, cred)
+}
+
+// requireRoot refuses callers that are not root, whatever the socket's
+// file mode allows.
+func (a *Agent) requireRoot(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		cred, _ := r.Context().Value(peerKey{}).(*unix.Ucred)
+		if cred == nil || cred.Uid != 0 {
+			writeError(w, http.StatusForbidden, errors.New("the control API is for root only"))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (a *Agent) handleCreateVault(w http.ResponseWriter, r *http.Request) {
+	var req api.CreateVaultRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	if err := a.store.CreateVault(req.Name); err != nil {
+		writeStoreError(w, err)
+		return
+	}
+	a.log.Info("vault created", "vault", req.Name)
+	info, err := a.store.Vault(req.Name)
+	respond(w, http.StatusCreated, info, err)
+}
+
+func (a *Agent) handleListVaults(w http.ResponseWriter, r *http.Request) {
+	vs, err := a.store.Vaults()
+	respond(w, http.StatusOK, vs, err)
+}
+
+func (a *Agent) handleArchiveVault(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("vault")
+	if err := a.store.ArchiveVault(name); err != nil {
+		writeStoreError(w, err)
+		return
+	}
+	a.log.Info("vault archived", "vault", name)
+	info, err := a.store.Vault(name)
+	respond(w, http.StatusOK, info, err)
+}
+
+func (a *Agent) handleAddCredential(w http.ResponseWriter, r *http.Request) {
+	var req api.AddCredentialRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	c := vault.Credential{
+		Vault: r.PathValue("vault"), Name: req.Name, Env: req.Env,
+		Domains: req.Domains, Header: req.Header,
+	}
+	if err := a.store.AddCredential(c, req.Secret); err != nil {
+		writeStoreError(w, err)
+		return
+	}
+	a.log.Info("credential added", "vault", c.Vault, "credential", c.Name, "domains", c.Domains)
+	cred, err := a.store.Credential(c.Vault, c.Name)
+	respond(w, http.StatusCreated, cred, err)
+}
+
+func (a *Agent) handleListCredentials(w http.ResponseWriter, r *http.Request) {
+	cs, err := a.store.Credentials(r.PathValue("vault"))
+	respond(w, http.StatusOK, cs, err)
+}
+
+func (a *Agent) handleRotate(w http.ResponseWriter, r *http.Request) {
+	var req api.RotateRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	v, name := r.PathValue("vault"), r.PathValue("name")
+	cred, err := a.store.RotateCredential(v, name, req.Secret)
+	if err != nil {
+		writeStoreError(w, err)
+		return
+	}
+	a.log.Info("credential rotated", "vault", v, "credential", name, "version", cred.Version)
+	respond(w, http.StatusOK, cred, nil)
+}
+
+func (a *Agent) handleRemoveCredential(w http.ResponseWriter, r *http.Request) {
+	v, name := r.PathValue("vault"), r.PathValue("name")
+	if err := a.store.RemoveCredential(v, name); err != nil {
+		writeStoreError(w, err)
+		return
+	}
+	a.log.Info("credential removed", "vault", v, "credential", name)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (a *Agent) handleListSandboxes(w http.ResponseWriter, r *http.Request) {
+	out := []api.Sandbox{}
+	for _, s := range a.sandboxes.list() {
+		out = append(out, s.info())
+	}
+	respond(w, http.StatusOK, out, nil)
+}
+
+func decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(io.LimitReader(r.Body, maxBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		writeError(w, http.StatusBadRequest, fmt.Errorf("malformed request body: %v", err))
+		return false
+	}
+	return true
+}
+
+func respond(w http.ResponseWriter, status int, v any, err error) {
+	if err != nil {
+		writeStoreError(w, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+// writeStoreError maps an error to its HTTP status: the one place that
+// decides how store and validation failures look to API clients.
+func writeStoreError(w http.ResponseWriter, err error) {
+	status := http.StatusInternalServerError
+	switch {
+	case errors.Is(err, vault.ErrNotFound):
+		status = http.StatusNotFound
+	case errors.Is(err, vault.ErrExists), errors.Is(err, vault.ErrArchived), errors.Is(err, vault.ErrLimit):
+		status = http.StatusConflict
+	case errors.Is(err, vault.ErrInvalid), errors.Is(err, errUnsupported):
+		status = http.StatusBadRequest
+	}
+	writeError(w, status, err)
+}
+
+func writeError(w http.ResponseWriter, status int, err error) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(api.Error{Error: err.Error()})
+}

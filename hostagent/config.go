@@ -1,0 +1,102 @@
+// Package hostagent is keygated: it owns the vault store, the host CA, the
+// resolver, the proxy and the capture programs, and creates and destroys
+// sandboxes on behalf of the control API.
+package hostagent
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/keygate/keygate/pkg/api"
+	"github.com/keygate/keygate/pkg/cgroup"
+)
+
+// Config is the agent's configuration; zero fields take the defaults
+// documented on each.
+type Config struct {
+	StateDir      string         // vault store, CA, master key; default /var/lib/keygate
+	Socket        string         // control API socket; default api.DefaultSocket
+	MasterKeyFile string         // default StateDir/master.key
+	UpstreamDNS   string         // host:port; default: first nameserver of /etc/resolv.conf
+	UpstreamCA    string         // extra PEM roots trusted for upstreams (tests)
+	AllowPrivate  []netip.Prefix // private ranges upstream answers may point into
+	SandboxCIDR   netip.Prefix   // sandbox addresses; default 10.233.0.0/16
+	CgroupParent  string         // parent cgroup of all sandboxes; default <cgroup2>/keygate
+	ProxyPort     uint16         // default 15001
+	DNSPort       uint16         // default 15053
+	SandboxUID    uint32         // uid and gid sandbox commands run as; default 65534
+	Logger        *slog.Logger   // nil = discard
+}
+
+func (c *Config) setDefaults() error {
+	if c.StateDir == "" {
+		c.StateDir = "/var/lib/keygate"
+	}
+	if c.Socket == "" {
+		c.Socket = api.DefaultSocket
+	}
+	if c.MasterKeyFile == "" {
+		c.MasterKeyFile = filepath.Join(c.StateDir, "master.key")
+	}
+	if c.UpstreamDNS == "" {
+		ns, err := systemNameserver("/etc/resolv.conf")
+		if err != nil {
+			return fmt.Errorf("no --upstream-dns given: %w", err)
+		}
+		c.UpstreamDNS = ns
+	}
+	if _, _, err := net.SplitHostPort(c.UpstreamDNS); err != nil {
+		c.UpstreamDNS = net.JoinHostPort(c.UpstreamDNS, "53")
+	}
+	if !c.SandboxCIDR.IsValid() {
+		c.SandboxCIDR = netip.MustParsePrefix("10.233.0.0/16")
+	}
+	if !c.SandboxCIDR.Addr().Is4() || c.SandboxCIDR.Bits() > 28 {
+		return fmt.Errorf("sandbox CIDR %s: need an IPv4 prefix of /28 or larger", c.SandboxCIDR)
+	}
+	c.SandboxCIDR = c.SandboxCIDR.Masked()
+	if c.CgroupParent == "" {
+		root, err := cgroup.Mountpoint()
+		if err != nil {
+			return err
+		}
+		c.CgroupParent = filepath.Join(root, "keygate")
+	}
+	if c.ProxyPort == 0 {
+		c.ProxyPort = 15001
+	}
+	if c.DNSPort == 0 {
+		c.DNSPort = 15053
+	}
+	if c.SandboxUID == 0 {
+		c.SandboxUID = 65534
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}
+
+// systemNameserver returns the first nameserver of a resolv.conf file.
+func systemNameserver(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) >= 2 && fields[0] == "nameserver" {
+			return net.JoinHostPort(fields[1], "53"), nil
+		}
+	}
+	return "", errors.New(path + " names no nameserver")
+}

@@ -1,0 +1,83 @@
+// Package api defines keygate's control API — versioned JSON over the
+// agent's unix socket — and a client for it. Request and response bodies
+// never carry a secret except the one in a credential's add or rotate
+// request, which travels only agent-ward.
+package api
+
+import (
+	"time"
+
+	"github.com/keygate/keygate/pkg/vault"
+)
+
+// DefaultSocket is where keygated listens and keygate looks by default.
+const DefaultSocket = "/run/keygate/keygate.sock"
+
+// SocketEnv names the environment variable that overrides DefaultSocket.
+const SocketEnv = "KEYGATE_SOCKET"
+
+// Vault and Credential are the vault package's metadata types; neither has
+// a field for the secret.
+type (
+	Vault      = vault.Info
+	Credential = vault.Credential
+)
+
+// CreateVaultRequest is the body of POST /v1/vaults.
+type CreateVaultRequest struct {
+	Name string `json:"name"`
+}
+
+// AddCredentialRequest is the body of POST /v1/vaults/{vault}/credentials.
+type AddCredentialRequest struct {
+	Name    string   `json:"name"`
+	Env     string   `json:"env"`
+	Domains []string `json:"domains"`
+	Header  string   `json:"header,omitempty"`
+	Secret  []byte   `json:"secret"`
+}
+
+// RotateRequest is the body of PUT /v1/vaults/{vault}/credentials/{name}/secret.
+type RotateRequest struct {
+	Secret []byte `json:"secret"`
+}
+
+// RunRequest is the body of POST /v1/run. The connection is then upgraded:
+// the client passes its stdin, stdout and stderr with SCM_RIGHTS and reads
+// RunEvents, one JSON object per line, until the exit event.
+type RunRequest struct {
+	Vaults  []string `json:"vaults"`
+	Allow   []string `json:"allow"`
+	Runtime string   `json:"runtime"`
+	Capture string   `json:"capture"`
+	Argv    []string `json:"argv"`
+	Env     []string `json:"env"` // KEY=VALUE from the caller's allowlisted variables
+	Dir     string   `json:"dir"`
+}
+
+// RunEvent reports progress of a run.
+type RunEvent struct {
+	Event    string `json:"event"` // "started", "exit" or "error"
+	Sandbox  string `json:"sandbox,omitempty"`
+	ExitCode int    `json:"exit_code,omitempty"`
+	Error    string `json:"error,omitempty"`
+}
+
+// Sandbox describes a live sandbox.
+type Sandbox struct {
+	ID      string    `json:"id"`
+	Address string    `json:"address"`
+	Vaults  []string  `json:"vaults"`
+	Allow   []string  `json:"allow"`
+	Runtime string    `json:"runtime"`
+	Capture string    `json:"capture"`
+	Created time.Time `json:"created"`
+}
+
+// Error is the body of every non-2xx response.
+type Error struct {
+	Error string `json:"error"`
+}
+
+// RunUpgrade is the Upgrade token of the run protocol.
+const RunUpgrade = "keygate-run"

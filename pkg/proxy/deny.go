@@ -1,0 +1,80 @@
+package proxy
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/keygate/keygate/pkg/vault"
+)
+
+// Reason names why a request or connection was refused. Reasons appear in
+// decision logs, audit records and the JSON body of a 403.
+type Reason string
+
+// Refusal reasons.
+const (
+	ReasonUnknownSandbox     Reason = "unknown_sandbox"
+	ReasonUnknownConn        Reason = "unknown_connection"
+	ReasonSpoofedSource      Reason = "spoofed_source"
+	ReasonNotTLS             Reason = "not_tls"
+	ReasonNoSNI              Reason = "no_sni"
+	ReasonHostNotAllowed     Reason = "host_not_allowed"
+	ReasonNotPinned          Reason = "destination_not_pinned"
+	ReasonHostMismatch       Reason = "host_mismatch"
+	ReasonUnapprovedHost     Reason = "placeholder_unapproved_host"
+	ReasonForeignPlaceholder Reason = "placeholder_of_other_sandbox"
+	ReasonUnknownPlaceholder Reason = "placeholder_unknown"
+	ReasonPlaceholderInURL   Reason = "placeholder_in_url"
+	ReasonVaultArchived      Reason = "vault_archived"
+	ReasonCredentialRemoved  Reason = "credential_removed"
+	ReasonSecretUnavailable  Reason = "secret_unavailable"
+)
+
+// Sentinel errors a Credentials implementation returns from Lookup.
+var (
+	ErrForeignPlaceholder = errors.New("placeholder belongs to another sandbox")
+	ErrUnknownPlaceholder = errors.New("unknown placeholder")
+)
+
+// denial is a refusal with its reason and an explanation for the client.
+type denial struct {
+	reason Reason
+	msg    string
+}
+
+func (d *denial) Error() string { return fmt.Sprintf("%s: %s", d.reason, d.msg) }
+
+func deny(r Reason, format string, args ...any) *denial {
+	return &denial{reason: r, msg: fmt.Sprintf(format, args...)}
+}
+
+// credentialDenial maps an error from Credentials to a refusal. It is the
+// one place that decides how a credential failure looks to the sandbox.
+func credentialDenial(cred string, err error) *denial {
+	switch {
+	case errors.Is(err, ErrForeignPlaceholder):
+		return deny(ReasonForeignPlaceholder, "a placeholder in this request belongs to another sandbox")
+	case errors.Is(err, ErrUnknownPlaceholder):
+		return deny(ReasonUnknownPlaceholder, "a placeholder-shaped value in this request is not a live placeholder")
+	case errors.Is(err, vault.ErrArchived):
+		return deny(ReasonVaultArchived, "credential %q: its vault was archived", cred)
+	case errors.Is(err, vault.ErrNotFound):
+		return deny(ReasonCredentialRemoved, "credential %q was removed", cred)
+	default:
+		return deny(ReasonSecretUnavailable, "credential %q: secret unavailable", cred)
+	}
+}
+
+// writeDenial answers a refused request with 403 and a short JSON body an
+// agent can act on.
+func writeDenial(w http.ResponseWriter, d *denial) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Keygate-Denied", string(d.reason))
+	w.WriteHeader(http.StatusForbidden)
+	json.NewEncoder(w).Encode(struct {
+		Error  string `json:"error"`
+		Reason Reason `json:"reason"`
+	}{"keygate: " + d.msg, d.reason})
+}

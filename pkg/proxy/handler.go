@@ -1,0 +1,108 @@
+package proxy
+
+import (
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/keygate/keygate/pkg/domain"
+)
+
+// ServeHTTP handles one request on a terminated connection: identity
+// checks, placeholder substitution, forwarding, and one decision record.
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	ci := infoFrom(r.Context())
+	sw := &statusWriter{ResponseWriter: w}
+
+	in := &injection{sb: ci.sb, host: ci.sni, creds: p.cfg.Credentials}
+	d := ci.denial
+	if d == nil {
+		d = checkHost(ci, r.Host)
+	}
+	if d == nil {
+		d = in.apply(r)
+	}
+	if d != nil {
+		writeDenial(sw, d)
+	} else {
+		p.rp.ServeHTTP(sw, r)
+	}
+	p.logRequest(ci, r, sw, in.used, d, start)
+}
+
+// checkHost requires the request's Host (or :authority) to name the TLS
+// server name, and any port in it to be the port dialled.
+func checkHost(ci *connInfo, hostport string) *denial {
+	host, port := hostport, ""
+	if h, pt, err := net.SplitHostPort(hostport); err == nil {
+		host, port = h, pt
+	}
+	if domain.Normalize(host) != ci.sni {
+		return deny(ReasonHostMismatch, "Host %q does not match the TLS server name %q", host, ci.sni)
+	}
+	if port != "" && port != strconv.Itoa(int(ci.dst.Port())) {
+		return deny(ReasonHostMismatch, "Host port %s does not match the port dialled (%d)", port, ci.dst.Port())
+	}
+	return nil
+}
+
+// logRequest writes the request's decision record: who, where, which
+// credentials by name, the outcome and timings; never header values, never
+// the query string.
+func (p *Proxy) logRequest(ci *connInfo, r *http.Request, sw *statusWriter, creds []string, d *denial, start time.Time) {
+	attrs := []any{
+		"sandbox", ci.sb.ID(),
+		"host", ci.sni,
+		"dst", ci.dst,
+		"method", r.Method,
+		"path", r.URL.Path,
+		"credentials", strings.Join(creds, ","),
+		"status", sw.status,
+		"bytes", sw.bytes,
+		"duration", time.Since(start),
+	}
+	if d != nil {
+		p.log.Warn("request denied", append(attrs, "reason", d.reason, "detail", d.msg)...)
+		return
+	}
+	outcome := "forwarded"
+	if len(creds) > 0 {
+		outcome = "injected"
+	}
+	p.log.Info("request "+outcome, attrs...)
+}
+
+// statusWriter records the status and body size of a response. Unwrap
+// lets http.ResponseController reach Flush and Hijack underneath.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	n, err := w.ResponseWriter.Write(b)
+	w.bytes += int64(n)
+	return n, err
+}
+
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

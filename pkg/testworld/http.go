@@ -1,0 +1,99 @@
+package testworld
+
+import (
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/netip"
+	"time"
+)
+
+// maxBody caps how much of a request body or TCP stream is recorded.
+const maxBody = 1 << 20
+
+// recordingHandler records every request and answers 200 with a small JSON
+// body, whatever was asked. Tests judge behaviour from the recordings, so the
+// servers do not enforce anything themselves.
+type recordingHandler struct {
+	server string // world host name, e.g. "api.example.test"
+	rec    *recorder
+}
+
+var _ http.Handler = (*recordingHandler)(nil)
+
+func (h *recordingHandler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(io.LimitReader(r.Body, maxBody))
+	// Drain the rest so trailers, which follow the body, are filled in.
+	_, _ = io.Copy(io.Discard, r.Body)
+
+	req := Request{
+		Host:    r.Host,
+		Method:  r.Method,
+		Path:    r.URL.RequestURI(),
+		Header:  r.Header.Clone(),
+		Trailer: r.Trailer.Clone(),
+		Body:    body,
+		Proto:   r.Proto,
+		Time:    time.Now(),
+	}
+	if src, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+		req.Src = unmapPort(src)
+	}
+	if r.TLS != nil {
+		req.TLS = true
+		req.SNI = r.TLS.ServerName
+	}
+	h.rec.addRequest(h.server, req)
+
+	rw.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(rw).Encode(map[string]string{
+		"server": h.server,
+		"method": r.Method,
+		"path":   req.Path,
+	})
+}
+
+// newHTTPServer returns a server for host that records into rec. With a
+// certificate it serves HTTPS, offering HTTP/2 and HTTP/1.1 through ALPN.
+func newHTTPServer(host string, rec *recorder, cert *tls.Certificate) *http.Server {
+	srv := &http.Server{
+		Handler: &recordingHandler{server: host, rec: rec},
+		// Failed handshakes are expected (tests present the wrong CA on
+		// purpose); the library must not write to the process's log.
+		ErrorLog:          log.New(io.Discard, "", 0),
+		ReadHeaderTimeout: 30 * time.Second,
+	}
+	if cert != nil {
+		srv.TLSConfig = &tls.Config{
+			Certificates: []tls.Certificate{*cert},
+			MinVersion:   tls.VersionTLS12,
+		}
+	}
+	return srv
+}
+
+// serveHTTP serves srv on ln until Close, over TLS if srv has a TLSConfig.
+func (w *World) serveHTTP(srv *http.Server, ln net.Listener) {
+	w.wg.Go(func() {
+		var err error
+		if srv.TLSConfig != nil {
+			// ServeTLS, unlike Serve on a tls.Listener, also sets up HTTP/2.
+			err = srv.ServeTLS(ln, "", "")
+		} else {
+			err = srv.Serve(ln)
+		}
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
+			w.noteServeError(err)
+		}
+	})
+	w.stop = append(w.stop, srv.Close)
+}
+
+// unmapPort turns an IPv4-mapped IPv6 address back into plain IPv4.
+func unmapPort(ap netip.AddrPort) netip.AddrPort {
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}

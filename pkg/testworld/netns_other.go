@@ -1,0 +1,16 @@
+//go:build !linux
+
+package testworld
+
+import "net/netip"
+
+// network is unavailable off Linux; Start fails with ErrNotSupported.
+type network struct{}
+
+func openNetwork(string, netip.Prefix, []netip.Prefix) (*network, error) {
+	return nil, ErrNotSupported
+}
+
+func (*network) do(func() error) error { return ErrNotSupported }
+
+func (*network) close() error { return nil }

@@ -1,0 +1,220 @@
+package vault
+
+import (
+	"encoding/json"
+	"fmt"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// AddCredential adds c with its secret to vault c.Vault. It sets Version to 1
+// and Created and Updated to now, and stores the domains normalised. The
+// error wraps ErrInvalid for a bad field or an empty secret, ErrExists if the
+// name or the env var is already used in the vault, ErrLimit if the vault
+// holds MaxCredentials, and ErrArchived or ErrNotFound for the vault.
+func (s *Store) AddCredential(c Credential, secret []byte) error {
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	if len(secret) == 0 {
+		return credError(c.Vault, c.Name, fmt.Errorf("%w: empty secret", ErrInvalid))
+	}
+	c.Domains = normalizeDomains(c.Domains)
+	c.Version = 1
+	c.Created = now()
+	c.Updated = c.Created
+
+	return s.update(func(tx *bolt.Tx) error {
+		if err := activeVault(tx, c.Vault); err != nil {
+			return err
+		}
+		if err := checkAdd(tx, c); err != nil {
+			return credError(c.Vault, c.Name, err)
+		}
+		return s.putCredential(tx, c, secret)
+	})
+}
+
+// checkAdd enforces the per-vault rules for a new credential: unique name,
+// unique env var and the MaxCredentials limit.
+func checkAdd(tx *bolt.Tx, c Credential) error {
+	creds := tx.Bucket(bucketCreds).Bucket([]byte(c.Vault))
+	if creds.Get([]byte(c.Name)) != nil {
+		return ErrExists
+	}
+
+	n := 0
+	err := creds.ForEach(func(k, v []byte) error {
+		n++
+		var other Credential
+		if err := json.Unmarshal(v, &other); err != nil {
+			return fmt.Errorf("decode credential %q: %w", k, err)
+		}
+		if other.Env == c.Env {
+			return fmt.Errorf("env %s is already used by credential %q: %w", c.Env, other.Name, ErrExists)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if n >= MaxCredentials {
+		return fmt.Errorf("%w: a vault holds at most %d", ErrLimit, MaxCredentials)
+	}
+	return nil
+}
+
+// RotateCredential replaces a credential's secret, sealed under a fresh data
+// key, and returns its metadata with Version incremented. The previous
+// secret is erased from the file.
+func (s *Store) RotateCredential(vault, name string, secret []byte) (Credential, error) {
+	if len(secret) == 0 {
+		return Credential{}, credError(vault, name, fmt.Errorf("%w: empty secret", ErrInvalid))
+	}
+
+	var c Credential
+	err := s.purge(func(tx *bolt.Tx) error {
+		if err := activeVault(tx, vault); err != nil {
+			return err
+		}
+		var err error
+		if c, err = getCredential(tx, vault, name); err != nil {
+			return err
+		}
+		c.Version++
+		c.Updated = now()
+		return s.putCredential(tx, c, secret)
+	})
+	if err != nil {
+		return Credential{}, err
+	}
+	return c, nil
+}
+
+// RemoveCredential deletes a credential, metadata and secret, erasing the
+// secret from the file. Archived vaults accept no changes (ErrArchived).
+func (s *Store) RemoveCredential(vault, name string) error {
+	return s.purge(func(tx *bolt.Tx) error {
+		if err := activeVault(tx, vault); err != nil {
+			return err
+		}
+		if _, err := getCredential(tx, vault, name); err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketCreds).Bucket([]byte(vault)).Delete([]byte(name)); err != nil {
+			return credError(vault, name, err)
+		}
+		if err := tx.Bucket(bucketSecrets).Bucket([]byte(vault)).Delete([]byte(name)); err != nil {
+			return credError(vault, name, err)
+		}
+		return nil
+	})
+}
+
+// Credentials lists a vault's credentials sorted by name. For an archived
+// vault it still lists the metadata; the secrets are gone.
+func (s *Store) Credentials(vault string) ([]Credential, error) {
+	creds := []Credential{}
+	err := s.view(func(tx *bolt.Tx) error {
+		if _, err := getVault(tx, vault); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketCreds).Bucket([]byte(vault)).ForEach(func(k, v []byte) error {
+			var c Credential
+			if err := json.Unmarshal(v, &c); err != nil {
+				return credError(vault, string(k), fmt.Errorf("decode metadata: %w", err))
+			}
+			creds = append(creds, c)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return creds, nil
+}
+
+// Credential returns one credential's metadata.
+func (s *Store) Credential(vault, name string) (Credential, error) {
+	var c Credential
+	err := s.view(func(tx *bolt.Tx) error {
+		if _, err := getVault(tx, vault); err != nil {
+			return err
+		}
+		var err error
+		c, err = getCredential(tx, vault, name)
+		return err
+	})
+	return c, err
+}
+
+// Secret decrypts a credential's current secret and returns it with the
+// metadata it belongs to. The error wraps ErrArchived if the vault is
+// archived, ErrNotFound if the vault or credential does not exist, and
+// ErrDecrypt if the sealed record fails authentication.
+func (s *Store) Secret(vault, name string) (Secret, Credential, error) {
+	var (
+		secret Secret
+		c      Credential
+	)
+	err := s.view(func(tx *bolt.Tx) error {
+		if err := activeVault(tx, vault); err != nil {
+			return err
+		}
+		var err error
+		if c, err = getCredential(tx, vault, name); err != nil {
+			return err
+		}
+		record := tx.Bucket(bucketSecrets).Bucket([]byte(vault)).Get([]byte(name))
+		if record == nil {
+			return credError(vault, name, fmt.Errorf("sealed secret: %w", ErrNotFound))
+		}
+		plain, err := s.keys.openSecret(vault, name, c.Version, record)
+		if err != nil {
+			return credError(vault, name, err)
+		}
+		secret = Secret{b: plain} // openSecret returned a fresh slice
+		return nil
+	})
+	if err != nil {
+		return Secret{}, Credential{}, err
+	}
+	return secret, c, nil
+}
+
+// getCredential reads a credential's metadata from an existing vault.
+func getCredential(tx *bolt.Tx, vault, name string) (Credential, error) {
+	var c Credential
+	creds := tx.Bucket(bucketCreds).Bucket([]byte(vault))
+	if creds == nil {
+		return c, vaultError(vault, ErrNotFound)
+	}
+	raw := creds.Get([]byte(name))
+	if raw == nil {
+		return c, credError(vault, name, ErrNotFound)
+	}
+	if err := json.Unmarshal(raw, &c); err != nil {
+		return c, credError(vault, name, fmt.Errorf("decode metadata: %w", err))
+	}
+	return c, nil
+}
+
+// putCredential seals secret for c's current version and stores metadata
+// and sealed record side by side in the same transaction.
+func (s *Store) putCredential(tx *bolt.Tx, c Credential, secret []byte) error {
+	record, err := s.keys.sealSecret(c.Vault, c.Name, c.Version, secret)
+	if err != nil {
+		return credError(c.Vault, c.Name, err)
+	}
+	if err := putJSON(tx.Bucket(bucketCreds).Bucket([]byte(c.Vault)), c.Name, c); err != nil {
+		return credError(c.Vault, c.Name, err)
+	}
+	secrets, err := tx.Bucket(bucketSecrets).CreateBucketIfNotExists([]byte(c.Vault))
+	if err != nil {
+		return credError(c.Vault, c.Name, err)
+	}
+	if err := secrets.Put([]byte(c.Name), record); err != nil {
+		return credError(c.Vault, c.Name, fmt.Errorf("store sealed secret: %w", err))
+	}
+	return nil
+}
