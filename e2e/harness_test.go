@@ -1,0 +1,220 @@
+//go:build linux
+
+// The end-to-end tests run keygate against the real kernel: real
+// keygated and keygate processes, real network namespaces, cgroups and BPF
+// programs, real TLS and DNS, real clients inside sandboxes, and a test
+// world (pkg/testworld) standing in for the internet. It needs root; CI
+// sets KEYGATE_REQUIRE_ROOT so that a missing root fails instead of
+// skipping.
+
+package e2e
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/keygate/keygate/internal/testutil"
+	"github.com/keygate/keygate/pkg/cgroup"
+	"github.com/keygate/keygate/pkg/testworld"
+)
+
+// worldPrefix is the test world's subnet.
+var worldPrefix = netip.MustParsePrefix("10.250.0.0/24")
+
+// binDir holds the keygate and keygated binaries built for this run.
+var binDir string
+
+func TestMain(m *testing.M) {
+	os.Exit(runMain(m))
+}
+
+func runMain(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "keygate-e2e-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	os.Chmod(dir, 0o755)
+	for _, bin := range []string{"keygate", "keygated"} {
+		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, bin), "../cmd/"+bin)
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		if err := cmd.Run(); err != nil {
+			fmt.Fprintf(os.Stderr, "build %s: %v\n", bin, err)
+			return 1
+		}
+	}
+	binDir = dir
+	return m.Run()
+}
+
+// world starts a test world for t and removes it afterwards.
+func world(t *testing.T) *testworld.World {
+	t.Helper()
+	w, err := testworld.Start(testworld.Config{Name: "kge2e", Prefix: worldPrefix})
+	if err != nil {
+		t.Fatalf("start test world: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := w.Close(); err != nil {
+			t.Errorf("close test world: %v", err)
+		}
+	})
+	return w
+}
+
+// agent is a keygated process under test.
+type agent struct {
+	t        *testing.T
+	dir      string
+	socket   string
+	cgroup   string
+	cmd      *exec.Cmd
+	log      *syncBuffer // keygated's stderr
+	exited   chan struct{}
+	stopOnce sync.Once
+}
+
+// startAgent runs keygated against w with its own state dir, socket,
+// sandbox range and parent cgroup, and stops it when t ends.
+func startAgent(t *testing.T, w *testworld.World) *agent {
+	t.Helper()
+	testutil.RequireRoot(t)
+	root, err := cgroup.Mountpoint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	a := &agent{
+		t:      t,
+		dir:    dir,
+		socket: filepath.Join(dir, "keygate.sock"),
+		cgroup: filepath.Join(root, "keygate-e2e-"+randHex(4)),
+		log:    &syncBuffer{},
+		exited: make(chan struct{}),
+	}
+	a.cmd = exec.Command(filepath.Join(binDir, "keygated"),
+		"--state-dir", filepath.Join(dir, "state"),
+		"--socket", a.socket,
+		"--upstream-dns", w.DNS.String(),
+		"--upstream-ca", w.CAFile,
+		"--allow-private-upstream", worldPrefix.String(),
+		"--sandbox-cidr", "10.235.0.0/16",
+		"--cgroup-parent", a.cgroup,
+		"--log-level", "debug",
+	)
+	a.cmd.Stdout, a.cmd.Stderr = a.log, a.log
+	if err := a.cmd.Start(); err != nil {
+		t.Fatalf("start keygated: %v", err)
+	}
+	go func() {
+		a.cmd.Wait()
+		close(a.exited)
+	}()
+	t.Cleanup(a.stop)
+
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, _, code := a.kg("", "vault", "list"); code == 0 {
+			return a
+		}
+		select {
+		case <-a.exited:
+			t.Fatalf("keygated exited during start:\n%s", a.log.String())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	t.Fatalf("keygated not ready after 10s:\n%s", a.log.String())
+	return nil
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (a *agent) stop() {
+	a.stopOnce.Do(func() {
+		a.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-a.exited:
+		case <-time.After(15 * time.Second):
+			a.cmd.Process.Kill()
+			<-a.exited
+			a.t.Errorf("keygated did not stop within 15s of SIGTERM")
+		}
+		if code := a.cmd.ProcessState.ExitCode(); code != 0 {
+			a.t.Errorf("keygated exited with %d:\n%s", code, a.log.String())
+		}
+	})
+}
+
+// kg runs the keygate CLI against this agent with stdin as its input.
+func (a *agent) kg(stdin string, args ...string) (stdout, stderr string, code int) {
+	cmd := exec.Command(filepath.Join(binDir, "keygate"), args...)
+	cmd.Env = append(os.Environ(), "KEYGATE_SOCKET="+a.socket)
+	cmd.Stdin = strings.NewReader(stdin)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code = cmd.ProcessState.ExitCode()
+	if err != nil && code < 0 {
+		code = -1
+	}
+	return out.String(), errb.String(), code
+}
+
+// mustKG runs the CLI and fails t unless it exits 0.
+func (a *agent) mustKG(stdin string, args ...string) string {
+	a.t.Helper()
+	out, errOut, code := a.kg(stdin, args...)
+	if code != 0 {
+		a.t.Fatalf("keygate %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), code, out, errOut)
+	}
+	return out
+}
+
+// run runs script with sh -c in a new sandbox and returns its output.
+func (a *agent) run(runArgs []string, script string) (stdout, stderr string, code int) {
+	args := append([]string{"run"}, runArgs...)
+	args = append(args, "--", "sh", "-c", script)
+	return a.kg("", args...)
+}
+
+// secret returns a fresh random secret that cannot occur by chance in any
+// output the tests search.
+func secret(t *testing.T) string {
+	t.Helper()
+	return "sk-test-" + randHex(16)
+}
+
+func randHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// syncBuffer is a bytes.Buffer safe for a process's concurrent writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
