@@ -76,9 +76,9 @@ func (r *Resolver) exchange(ctx context.Context, name string) (*dns.Msg, error) 
 	m.SetQuestion(dns.Fqdn(name), dns.TypeA)
 	m.SetEdns0(ednsSize, false)
 
-	resp, _, err := r.udp.ExchangeContext(ctx, m, r.upstream)
+	resp, err := exchangeVia(ctx, r.udp, m, r.upstream)
 	if err == nil && resp.Truncated {
-		resp, _, err = r.tcp.ExchangeContext(ctx, m, r.upstream)
+		resp, err = exchangeVia(ctx, r.tcp, m, r.upstream)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("query %s: %w", r.upstream, err)
@@ -91,6 +91,27 @@ func (r *Resolver) exchange(ctx context.Context, name string) (*dns.Msg, error) 
 		return nil, fmt.Errorf("query %s: %w", r.upstream, errMismatch)
 	}
 	return resp, nil
+}
+
+// exchangeVia sends m to addr with c and waits for the reply until ctx is
+// done. dns.Client honours only a context's deadline, not its cancellation
+// (miekg/dns sets socket deadlines from ctx.Deadline and never watches
+// ctx.Done), so the socket is closed when ctx ends: Shutdown then abandons
+// an exchange at once instead of waiting out the timeout.
+func exchangeVia(ctx context.Context, c *dns.Client, m *dns.Msg, addr string) (*dns.Msg, error) {
+	conn, err := c.DialContext(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+
+	resp, _, err := c.ExchangeWithConnContext(ctx, m, conn)
+	if ctxErr := ctx.Err(); ctxErr != nil {
+		return nil, ctxErr
+	}
+	return resp, err
 }
 
 // chainAddrs follows the CNAME chain from name through answer and returns
