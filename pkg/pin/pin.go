@@ -4,10 +4,19 @@
 //
 // A pin is the triple (sandbox, address, name) with an expiry. The resolver
 // adds one for every address it returns; the proxy checks one per
-// connection. A pin lives at least a configured floor, longer than the DNS
-// TTL when the TTL is short, so that a client which caches an answer a little
-// longer than told still finds its pin. The table is bounded: when it is
-// full, the pin closest to expiry is evicted to make room.
+// connection, when the connection is made. An expiry therefore never cuts a
+// connection already established: it only stops new ones.
+//
+// A pin lives at least a configured floor, longer than the DNS TTL when the
+// TTL is short, so that a client which caches an answer a little longer than
+// told still finds its pin; and at most a configured maximum, so that an
+// answer with a TTL of weeks does not pin an address for weeks. The resolver
+// caps the TTLs it hands out at that maximum, so a well-behaved client never
+// caches an answer longer than its pin lives.
+//
+// The table is bounded. When it is full, a pin of the sandbox holding the
+// most pins is evicted, the one that expires first: a sandbox resolving
+// names without end evicts its own pins, not those of the others.
 package pin
 
 import (
@@ -23,6 +32,10 @@ const (
 	// DefaultFloor is the minimum pin lifetime used when Config.Floor is zero.
 	DefaultFloor = 60 * time.Second
 
+	// DefaultMaxLifetime is the maximum pin lifetime used when
+	// Config.MaxLifetime is zero.
+	DefaultMaxLifetime = time.Hour
+
 	// DefaultMaxEntries is the table bound used when Config.MaxEntries is zero.
 	DefaultMaxEntries = 100_000
 )
@@ -33,9 +46,15 @@ type Config struct {
 	// Add. Zero means DefaultFloor.
 	Floor time.Duration
 
-	// MaxEntries bounds the number of (sandbox, address, name) pins held.
-	// When the table is full, Add evicts the pin that expires first (the
-	// oldest added among equals). Zero means DefaultMaxEntries.
+	// MaxLifetime is the maximum lifetime of a pin, whatever the TTL passed
+	// to Add. Zero means DefaultMaxLifetime; a value below the floor is
+	// raised to the floor.
+	MaxLifetime time.Duration
+
+	// MaxEntries bounds the number of (sandbox, address, name) pins held,
+	// across all sandboxes. When the table is full, Add evicts a pin of the
+	// sandbox holding the most: the one that expires first, the oldest
+	// added among equals. Zero means DefaultMaxEntries.
 	MaxEntries int
 
 	// Now returns the current time. Nil means time.Now; tests pass a fake
@@ -46,21 +65,34 @@ type Config struct {
 // Table is a concurrency-safe set of pins. The zero value is not usable;
 // create one with New.
 type Table struct {
-	floor time.Duration
-	max   int
-	now   func() time.Time
+	floor   time.Duration
+	maxLife time.Duration
+	max     int
+	now     func() time.Time
 
 	mu sync.RWMutex
-	// pins maps sandbox → address → name → entry. Guarded by mu. Empty inner
-	// maps are deleted so that memory follows the live pin count.
-	pins map[string]map[netip.Addr]map[string]entry
-	// n is the number of entries in pins, live or not yet swept. Guarded by mu.
+	// sandboxes holds the pins of each sandbox that has any. Guarded by mu.
+	// A sandbox left without pins is deleted, so that memory follows the
+	// live pin count.
+	sandboxes map[string]*sandboxPins
+	// n is the number of entries across sandboxes, live or not yet swept.
+	// Guarded by mu.
 	n int
-	// expiries holds a deadline for every entry in pins, plus stale ones for
-	// entries since extended or dropped. Guarded by mu.
-	expiries queue
-	// seq numbers deadlines in the order they were scheduled. Guarded by mu.
+	// seq numbers deadlines in the order they were scheduled, across all
+	// sandboxes. Guarded by mu.
 	seq uint64
+}
+
+// sandboxPins is the part of a Table that belongs to one sandbox. Its
+// fields are guarded by the Table's mu.
+type sandboxPins struct {
+	// byAddr maps address → name → entry. Empty inner maps are deleted.
+	byAddr map[netip.Addr]map[string]entry
+	// n is the number of entries in byAddr.
+	n int
+	// expiries holds a deadline for every entry in byAddr, plus stale ones
+	// for entries since extended.
+	expiries queue
 }
 
 // entry is the current expiry of one pin and the seq of its live deadline.
@@ -72,14 +104,19 @@ type entry struct {
 // New returns an empty Table configured by cfg.
 func New(cfg Config) *Table {
 	t := &Table{
-		floor: cfg.Floor,
-		max:   cfg.MaxEntries,
-		now:   cfg.Now,
-		pins:  make(map[string]map[netip.Addr]map[string]entry),
+		floor:     cfg.Floor,
+		maxLife:   cfg.MaxLifetime,
+		max:       cfg.MaxEntries,
+		now:       cfg.Now,
+		sandboxes: make(map[string]*sandboxPins),
 	}
 	if t.floor <= 0 {
 		t.floor = DefaultFloor
 	}
+	if t.maxLife <= 0 {
+		t.maxLife = DefaultMaxLifetime
+	}
+	t.maxLife = max(t.maxLife, t.floor)
 	if t.max <= 0 {
 		t.max = DefaultMaxEntries
 	}
@@ -89,44 +126,56 @@ func New(cfg Config) *Table {
 	return t
 }
 
-// Add pins name to addr for sandbox until now plus the larger of ttl and the
-// table's floor. The name is normalised and a v4-mapped v6 address is stored
-// as v4. Adding an existing pin extends it; it never shortens it. An empty
-// sandbox or name, or an invalid address, is ignored.
+// MaxLifetime returns the longest a pin lives, however long the TTL passed
+// to Add. A resolver caps the TTLs it returns at this, so that no client
+// caches an address longer than its pin lives.
+func (t *Table) MaxLifetime() time.Duration { return t.maxLife }
+
+// Add pins name to addr for sandbox until now plus ttl, raised to the
+// table's floor and capped at its maximum lifetime. The name is normalised
+// and a v4-mapped v6 address is stored as v4. Adding an existing pin extends
+// it; it never shortens it. An empty sandbox or name, or an invalid address,
+// is ignored.
 func (t *Table) Add(sandbox string, addr netip.Addr, name string, ttl time.Duration) {
-	s, ok := makeSlot(sandbox, addr, name)
+	k, ok := makeKey(sandbox, addr, name)
 	if !ok {
 		return
 	}
 	now := t.now()
-	expires := now.Add(max(ttl, t.floor))
+	expires := now.Add(min(max(ttl, t.floor), t.maxLife))
 
 	t.mu.Lock()
 	defer t.mu.Unlock()
 
-	t.sweepLocked(now)
-	if old, ok := t.lookupLocked(s); ok {
-		if !expires.After(old.expires) {
-			return
+	sb := t.sandboxes[sandbox]
+	if sb == nil {
+		sb = &sandboxPins{byAddr: make(map[netip.Addr]map[string]entry)}
+		t.sandboxes[sandbox] = sb
+	}
+	t.n -= sb.sweep(now)
+	if old, ok := sb.lookup(k); ok {
+		if expires.After(old.expires) {
+			t.seq++
+			sb.store(k, expires, t.seq)
+			sb.compact()
 		}
-		t.storeLocked(s, expires)
-		t.compactLocked()
 		return
 	}
 
-	for t.n >= t.max {
-		if !t.evictLocked() {
-			break
-		}
+	if t.n >= t.max {
+		t.makeRoomLocked(now)
+		t.sandboxes[sandbox] = sb // the sweep deletes it if it had no live pins
 	}
-	t.storeLocked(s, expires)
+	t.seq++
+	sb.store(k, expires, t.seq)
+	sb.n++
 	t.n++
 }
 
 // Check reports whether sandbox holds a live pin of name to addr. The name is
 // normalised and a v4-mapped v6 address is compared as v4, as in Add.
 func (t *Table) Check(sandbox string, addr netip.Addr, name string) bool {
-	s, ok := makeSlot(sandbox, addr, name)
+	k, ok := makeKey(sandbox, addr, name)
 	if !ok {
 		return false
 	}
@@ -135,7 +184,11 @@ func (t *Table) Check(sandbox string, addr netip.Addr, name string) bool {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 
-	e, ok := t.lookupLocked(s)
+	sb := t.sandboxes[sandbox]
+	if sb == nil {
+		return false
+	}
+	e, ok := sb.lookup(k)
 	return ok && now.Before(e.expires)
 }
 
@@ -147,8 +200,12 @@ func (t *Table) Names(sandbox string, addr netip.Addr) []string {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 
+	sb := t.sandboxes[sandbox]
+	if sb == nil {
+		return nil
+	}
 	var names []string
-	for name, e := range t.pins[sandbox][addr] {
+	for name, e := range sb.byAddr[addr] {
 		if now.Before(e.expires) {
 			names = append(names, name)
 		}
@@ -162,11 +219,10 @@ func (t *Table) DropSandbox(sandbox string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 
-	for _, names := range t.pins[sandbox] {
-		t.n -= len(names)
+	if sb := t.sandboxes[sandbox]; sb != nil {
+		t.n -= sb.n
+		delete(t.sandboxes, sandbox)
 	}
-	delete(t.pins, sandbox)
-	t.compactLocked()
 }
 
 // Len returns the number of live pins.
@@ -180,93 +236,116 @@ func (t *Table) Len() int {
 	return t.n
 }
 
-// makeSlot normalises the parts of a pin; ok is false if one is unusable.
-func makeSlot(sandbox string, addr netip.Addr, name string) (s slot, ok bool) {
-	name = domain.Normalize(name)
-	if sandbox == "" || name == "" || !addr.IsValid() {
-		return slot{}, false
+// makeRoomLocked removes at least one pin from a full table: every expired
+// one if there are any, otherwise the first to expire of the sandbox
+// holding the most pins. Its cost is proportional to the number of
+// sandboxes plus the number of pins removed.
+func (t *Table) makeRoomLocked(now time.Time) {
+	t.sweepLocked(now)
+	if t.n < t.max {
+		return
 	}
-	return slot{sandbox: sandbox, addr: addr.Unmap(), name: name}, true
+	var largest *sandboxPins
+	for _, sb := range t.sandboxes {
+		if largest == nil || sb.n > largest.n {
+			largest = sb
+		}
+	}
+	if largest != nil && largest.evict() {
+		t.n--
+	}
 }
 
-func (t *Table) lookupLocked(s slot) (entry, bool) {
-	e, ok := t.pins[s.sandbox][s.addr][s.name]
+// sweepLocked removes every expired pin of every sandbox, and the sandboxes
+// left with none.
+func (t *Table) sweepLocked(now time.Time) {
+	for id, sb := range t.sandboxes {
+		t.n -= sb.sweep(now)
+		if sb.n == 0 {
+			delete(t.sandboxes, id)
+		}
+	}
+}
+
+// makeKey normalises the parts of a pin; ok is false if one is unusable.
+func makeKey(sandbox string, addr netip.Addr, name string) (k key, ok bool) {
+	name = domain.Normalize(name)
+	if sandbox == "" || name == "" || !addr.IsValid() {
+		return key{}, false
+	}
+	return key{addr: addr.Unmap(), name: name}, true
+}
+
+func (sb *sandboxPins) lookup(k key) (entry, bool) {
+	e, ok := sb.byAddr[k.addr][k.name]
 	return e, ok
 }
 
-// storeLocked sets the expiry of s and schedules it. It does not count the
-// entry; a caller storing a new pin increments n.
-func (t *Table) storeLocked(s slot, expires time.Time) {
-	t.seq++
-	addrs := t.pins[s.sandbox]
-	if addrs == nil {
-		addrs = make(map[netip.Addr]map[string]entry)
-		t.pins[s.sandbox] = addrs
-	}
-	names := addrs[s.addr]
+// store sets the expiry of k and schedules it under seq. It does not count
+// the entry; a caller storing a new pin increments n.
+func (sb *sandboxPins) store(k key, expires time.Time, seq uint64) {
+	names := sb.byAddr[k.addr]
 	if names == nil {
 		names = make(map[string]entry)
-		addrs[s.addr] = names
+		sb.byAddr[k.addr] = names
 	}
-	names[s.name] = entry{expires: expires, seq: t.seq}
-	t.expiries.push(deadline{slot: s, expires: expires, seq: t.seq})
+	names[k.name] = entry{expires: expires, seq: seq}
+	sb.expiries.push(deadline{key: k, expires: expires, seq: seq})
 }
 
-// deleteLocked removes s from pins, pruning empty maps, and uncounts it.
-func (t *Table) deleteLocked(s slot) {
-	addrs := t.pins[s.sandbox]
-	names := addrs[s.addr]
-	delete(names, s.name)
+// remove deletes k, pruning an empty address map, and uncounts it.
+func (sb *sandboxPins) remove(k key) {
+	names := sb.byAddr[k.addr]
+	delete(names, k.name)
 	if len(names) == 0 {
-		delete(addrs, s.addr)
+		delete(sb.byAddr, k.addr)
 	}
-	if len(addrs) == 0 {
-		delete(t.pins, s.sandbox)
-	}
-	t.n--
+	sb.n--
 }
 
-// currentLocked reports whether d is the live deadline of its pin rather
-// than a stale one left by an extension or a drop.
-func (t *Table) currentLocked(d deadline) bool {
-	e, ok := t.lookupLocked(d.slot)
+// current reports whether d is the live deadline of its pin rather than a
+// stale one left by an extension.
+func (sb *sandboxPins) current(d deadline) bool {
+	e, ok := sb.lookup(d.key)
 	return ok && e.seq == d.seq
 }
 
-// sweepLocked removes every pin that expired at or before now. It only
-// looks at the head of the expiry queue, so its cost is proportional to the
-// number of deadlines it removes.
-func (t *Table) sweepLocked(now time.Time) {
+// sweep removes every pin that expired at or before now and returns how
+// many it removed. It only looks at the head of the expiry queue, so its
+// cost is proportional to the number of deadlines it removes.
+func (sb *sandboxPins) sweep(now time.Time) int {
+	removed := 0
 	for {
-		d, ok := t.expiries.peek()
+		d, ok := sb.expiries.peek()
 		if !ok || now.Before(d.expires) {
-			return
+			return removed
 		}
-		t.expiries.pop()
-		if t.currentLocked(d) {
-			t.deleteLocked(d.slot)
+		sb.expiries.pop()
+		if sb.current(d) {
+			sb.remove(d.key)
+			removed++
 		}
 	}
 }
 
-// evictLocked removes the pin that expires first and reports whether there
-// was one to remove.
-func (t *Table) evictLocked() bool {
-	for t.expiries.Len() > 0 {
-		d := t.expiries.pop()
-		if t.currentLocked(d) {
-			t.deleteLocked(d.slot)
+// evict removes the pin that expires first and reports whether there was
+// one to remove.
+func (sb *sandboxPins) evict() bool {
+	for sb.expiries.Len() > 0 {
+		d := sb.expiries.pop()
+		if sb.current(d) {
+			sb.remove(d.key)
 			return true
 		}
 	}
 	return false
 }
 
-// compactLocked drops stale deadlines once they outnumber live ones, so
-// that repeated extensions and drops cannot grow the queue without bound.
-func (t *Table) compactLocked() {
-	if t.expiries.Len() <= 2*t.n+64 {
+// compact drops stale deadlines once they outnumber live ones, so that
+// repeated extensions cannot grow the queue without bound.
+func (sb *sandboxPins) compact() {
+	if sb.expiries.Len() <= 2*sb.n+64 {
 		return
 	}
-	t.expiries.filter(t.currentLocked)
+	sb.expiries.filter(sb.current)
 }

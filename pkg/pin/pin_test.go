@@ -169,6 +169,41 @@ func TestReAddExtendsNeverShortens(t *testing.T) {
 	}
 }
 
+func TestMaxLifetime(t *testing.T) {
+	tests := []struct {
+		name     string
+		floor    time.Duration
+		maxLife  time.Duration
+		ttl      time.Duration
+		wantLife time.Duration // the pin is live just before this age, gone at it
+	}{
+		{"ttl within bounds", time.Minute, time.Hour, 10 * time.Minute, 10 * time.Minute},
+		{"ttl above cap", time.Minute, time.Hour, 21 * 24 * time.Hour, time.Hour},
+		{"default cap", time.Minute, 0, 21 * 24 * time.Hour, DefaultMaxLifetime},
+		{"cap below floor raised to floor", time.Minute, time.Second, time.Hour, time.Minute},
+		{"ttl below floor", time.Minute, time.Hour, time.Second, time.Minute},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clk := newClock()
+			tbl := New(Config{Floor: tt.floor, MaxLifetime: tt.maxLife, Now: clk.Now})
+			if got := tbl.MaxLifetime(); got < tt.wantLife {
+				t.Errorf("MaxLifetime() = %v, below the pin's lifetime %v", got, tt.wantLife)
+			}
+			tbl.Add("sb1", addrA, "api.example.test", tt.ttl)
+
+			clk.Advance(tt.wantLife - time.Second)
+			if !tbl.Check("sb1", addrA, "api.example.test") {
+				t.Fatalf("pin expired before %v", tt.wantLife)
+			}
+			clk.Advance(time.Second)
+			if tbl.Check("sb1", addrA, "api.example.test") {
+				t.Fatalf("pin still live at %v", tt.wantLife)
+			}
+		})
+	}
+}
+
 func TestNamesSortedAndLive(t *testing.T) {
 	clk := newClock()
 	tbl := New(Config{Floor: time.Second, Now: clk.Now})
@@ -219,16 +254,60 @@ func TestEviction(t *testing.T) {
 	}
 }
 
-func TestExpiredMakeRoomBeforeEviction(t *testing.T) {
+func TestEvictionSparesOtherSandboxes(t *testing.T) {
 	clk := newClock()
-	tbl := New(Config{Floor: time.Second, MaxEntries: 2, Now: clk.Now})
-	tbl.Add("sb1", addrA, "short.example.test", time.Second)
-	tbl.Add("sb1", addrA, "long.example.test", time.Hour)
-	clk.Advance(2 * time.Second)
+	tbl := New(Config{Floor: time.Second, MaxEntries: 10, Now: clk.Now})
+	tbl.Add("quiet", addrA, "a.example.test", time.Second) // expires before any of the hog's
+	tbl.Add("quiet", addrB, "b.example.test", time.Second)
+	for i := range 100 {
+		clk.Advance(time.Millisecond)
+		tbl.Add("hog", addrA, fmt.Sprintf("h%d.example.test", i), time.Minute)
+	}
 
-	tbl.Add("sb1", addrA, "new.example.test", time.Hour)
-	if !tbl.Check("sb1", addrA, "long.example.test") {
-		t.Error("a live pin was evicted while an expired one could be swept")
+	for _, host := range []string{"a.example.test", "b.example.test"} {
+		addr := addrA
+		if host == "b.example.test" {
+			addr = addrB
+		}
+		if !tbl.Check("quiet", addr, host) {
+			t.Errorf("pin of the quiet sandbox for %s evicted by another sandbox", host)
+		}
+	}
+	if !tbl.Check("hog", addrA, "h99.example.test") {
+		t.Error("the newest pin is missing")
+	}
+	if tbl.Check("hog", addrA, "h0.example.test") {
+		t.Error("the hog's oldest pin survived")
+	}
+	if got := tbl.Len(); got != 10 {
+		t.Errorf("Len = %d, want the cap 10", got)
+	}
+}
+
+func TestExpiredMakeRoomBeforeEviction(t *testing.T) {
+	tests := []struct {
+		name         string
+		expiredOwner string // sandbox of the expired pin
+	}{
+		{"same sandbox", "sb1"},
+		{"other sandbox", "sb2"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clk := newClock()
+			tbl := New(Config{Floor: time.Second, MaxEntries: 2, Now: clk.Now})
+			tbl.Add(tt.expiredOwner, addrA, "short.example.test", time.Second)
+			tbl.Add("sb1", addrA, "long.example.test", time.Hour)
+			clk.Advance(2 * time.Second)
+
+			tbl.Add("sb1", addrA, "new.example.test", time.Hour)
+			if !tbl.Check("sb1", addrA, "long.example.test") {
+				t.Error("a live pin was evicted while an expired one could be swept")
+			}
+			if !tbl.Check("sb1", addrA, "new.example.test") {
+				t.Error("the new pin is missing")
+			}
+		})
 	}
 }
 
@@ -246,8 +325,13 @@ func TestQueueStaysBounded(t *testing.T) {
 
 	tbl.mu.RLock()
 	defer tbl.mu.RUnlock()
-	if n, q := tbl.n, tbl.expiries.Len(); q > 2*n+64 {
-		t.Errorf("expiry queue holds %d deadlines for %d pins", q, n)
+	for id, sb := range tbl.sandboxes {
+		if n, q := sb.n, sb.expiries.Len(); q > 2*n+64 {
+			t.Errorf("expiry queue of %s holds %d deadlines for %d pins", id, q, n)
+		}
+	}
+	if len(tbl.sandboxes) > 6 {
+		t.Errorf("%d sandboxes held, want at most 6", len(tbl.sandboxes))
 	}
 }
 

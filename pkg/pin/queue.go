@@ -6,11 +6,10 @@ import (
 	"time"
 )
 
-// slot names one pin: a name under a (sandbox, address) pair.
-type slot struct {
-	sandbox string
-	addr    netip.Addr
-	name    string
+// key names one pin within its sandbox: a name under an address.
+type key struct {
+	addr netip.Addr
+	name string
 }
 
 // deadline is one scheduled expiry in a queue. A pin that is extended gets a
@@ -18,7 +17,7 @@ type slot struct {
 // popped or compacted away, and is recognised as stale because its seq no
 // longer matches the pin's.
 type deadline struct {
-	slot
+	key
 	expires time.Time
 	seq     uint64
 }
@@ -45,7 +44,7 @@ func (q *queue) Push(x any) { *q = append(*q, x.(deadline)) }
 func (q *queue) Pop() any {
 	old := *q
 	d := old[len(old)-1]
-	old[len(old)-1] = deadline{} // let the slot's strings be collected
+	old[len(old)-1] = deadline{} // let the key's name be collected
 	*q = old[:len(old)-1]
 	return d
 }
