@@ -33,7 +33,8 @@ type Agent struct {
 	cfg Config
 	log *slog.Logger
 
-	store        *vault.Store
+	store        vault.Store
+	creds        *credCache // decrypted credentials; invalidated by every API change
 	ca           *ca.CA
 	bundle       string // sandbox trust bundle: system roots + host CA
 	resolv       string // resolv.conf shown to sandboxes
@@ -104,9 +105,10 @@ func (a *Agent) openState() error {
 	if err != nil {
 		return err
 	}
-	if a.store, err = vault.Open(filepath.Join(a.cfg.StateDir, "keygate.db"), key); err != nil {
+	if a.store, err = vault.OpenBolt(filepath.Join(a.cfg.StateDir, "keygate.db"), key); err != nil {
 		return err
 	}
+	a.creds = newCredCache(a.store, a.cfg.CredentialRefresh)
 	if a.ca, err = ca.LoadOrCreate(filepath.Join(a.cfg.StateDir, "ca")); err != nil {
 		return err
 	}
@@ -191,7 +193,7 @@ func (a *Agent) startProxy() error {
 		OrigDst:       a.origDst,
 		Pins:          a.pins,
 		Certs:         a.ca.NewLeaves(ca.LeafConfig{}),
-		Credentials:   &credentials{reg: a.sandboxes, store: a.store},
+		Credentials:   &credentials{reg: a.sandboxes, cache: a.creds},
 		UpstreamRoots: roots,
 		Logger:        a.log.With("subsystem", "proxy"),
 	})

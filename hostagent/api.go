@@ -12,6 +12,9 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -35,7 +38,7 @@ func (a *Agent) startAPI() error {
 	if err != nil {
 		return err
 	}
-	if err := os.Chmod(a.cfg.Socket, 0o660); err != nil {
+	if err := a.secureSocket(); err != nil {
 		ln.Close()
 		return err
 	}
@@ -53,7 +56,7 @@ func (a *Agent) startAPI() error {
 	mux.HandleFunc("POST /v1/run", a.handleRun)
 
 	a.api = &http.Server{
-		Handler:     a.requireRoot(mux),
+		Handler:     a.authorize(mux),
 		ConnContext: peerContext,
 		ErrorLog:    nil,
 	}
@@ -81,17 +84,74 @@ func peerContext(ctx context.Context, c net.Conn) context.Context {
 	return context.WithValue(ctx, peerKey{}, cred)
 }
 
-// requireRoot refuses callers that are not root, whatever the socket's
-// file mode allows.
-func (a *Agent) requireRoot(next http.Handler) http.Handler {
+// secureSocket makes the socket readable and writable by root and, if
+// configured, the API group: the file mode is the first check, the peer
+// credentials (authorize) the second.
+func (a *Agent) secureSocket() error {
+	if a.cfg.APIGroup != nil {
+		if err := os.Chown(a.cfg.Socket, 0, int(*a.cfg.APIGroup)); err != nil {
+			return fmt.Errorf("socket group: %w", err)
+		}
+	}
+	return os.Chmod(a.cfg.Socket, 0o660)
+}
+
+// authorize admits callers that are root or, if an API group is
+// configured, members of it (by primary or supplementary group), whatever
+// the socket's file mode allows.
+func (a *Agent) authorize(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		cred, _ := r.Context().Value(peerKey{}).(*unix.Ucred)
-		if cred == nil || cred.Uid != 0 {
-			writeError(w, http.StatusForbidden, errors.New("the control API is for root only"))
+		if cred == nil || !a.admits(cred) {
+			msg := "the control API is for root only"
+			if a.cfg.APIGroup != nil {
+				msg = fmt.Sprintf("the control API is for root and group %d only", *a.cfg.APIGroup)
+			}
+			writeError(w, http.StatusForbidden, errors.New(msg))
 			return
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+func (a *Agent) admits(cred *unix.Ucred) bool {
+	if cred.Uid == 0 {
+		return true
+	}
+	if a.cfg.APIGroup == nil {
+		return false
+	}
+	gid := *a.cfg.APIGroup
+	if cred.Gid == gid {
+		return true
+	}
+	groups, err := procGroups(cred.Pid)
+	return err == nil && slices.Contains(groups, gid)
+}
+
+// procGroups reads a process's supplementary groups from /proc. The peer
+// could exit and its pid be reused between connect and this read; the
+// socket's file mode already limited who could connect, so the worst case
+// is a refusal, or admitting a process that could open the socket anyway.
+func procGroups(pid int32) ([]uint32, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return nil, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		rest, ok := strings.CutPrefix(line, "Groups:")
+		if !ok {
+			continue
+		}
+		var out []uint32
+		for _, f := range strings.Fields(rest) {
+			if g, err := strconv.ParseUint(f, 10, 32); err == nil {
+				out = append(out, uint32(g))
+			}
+		}
+		return out, nil
+	}
+	return nil, errors.New("no Groups line")
 }
 
 func (a *Agent) handleCreateVault(w http.ResponseWriter, r *http.Request) {
@@ -115,7 +175,9 @@ func (a *Agent) handleListVaults(w http.ResponseWriter, r *http.Request) {
 
 func (a *Agent) handleArchiveVault(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("vault")
-	if err := a.store.ArchiveVault(name); err != nil {
+	err := a.store.ArchiveVault(name)
+	a.creds.invalidate()
+	if err != nil {
 		writeStoreError(w, err)
 		return
 	}
@@ -131,7 +193,7 @@ func (a *Agent) handleAddCredential(w http.ResponseWriter, r *http.Request) {
 	}
 	c := vault.Credential{
 		Vault: r.PathValue("vault"), Name: req.Name, Env: req.Env,
-		Domains: req.Domains, Header: req.Header,
+		Domains: req.Domains, Header: req.Header, Prefix: req.PlaceholderPrefix, Query: req.Query,
 	}
 	if err := a.store.AddCredential(c, req.Secret); err != nil {
 		writeStoreError(w, err)
@@ -154,6 +216,7 @@ func (a *Agent) handleRotate(w http.ResponseWriter, r *http.Request) {
 	}
 	v, name := r.PathValue("vault"), r.PathValue("name")
 	cred, err := a.store.RotateCredential(v, name, req.Secret)
+	a.creds.invalidate() // before answering: the next request must read the new secret
 	if err != nil {
 		writeStoreError(w, err)
 		return
@@ -164,7 +227,9 @@ func (a *Agent) handleRotate(w http.ResponseWriter, r *http.Request) {
 
 func (a *Agent) handleRemoveCredential(w http.ResponseWriter, r *http.Request) {
 	v, name := r.PathValue("vault"), r.PathValue("name")
-	if err := a.store.RemoveCredential(v, name); err != nil {
+	err := a.store.RemoveCredential(v, name)
+	a.creds.invalidate()
+	if err != nil {
 		writeStoreError(w, err)
 		return
 	}

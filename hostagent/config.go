@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/keygate/keygate/pkg/api"
 	"github.com/keygate/keygate/pkg/cgroup"
@@ -32,7 +33,13 @@ type Config struct {
 	ProxyPort     uint16         // default 15001
 	DNSPort       uint16         // default 15053
 	SandboxUID    uint32         // uid and gid sandbox commands run as; default 65534
-	Logger        *slog.Logger   // nil = discard
+	// APIGroup, if set, is a group whose members may use the control API
+	// besides root; nil = root only.
+	APIGroup *uint32
+	// CredentialRefresh bounds how long the proxy serves a credential from
+	// memory before reading the store again; 0 = DefaultCredentialRefresh.
+	CredentialRefresh time.Duration
+	Logger            *slog.Logger // nil = discard
 }
 
 func (c *Config) setDefaults() error {

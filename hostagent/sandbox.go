@@ -32,21 +32,29 @@ type binding struct {
 	vault, cred string
 }
 
+// templateBinding is a credential whose header template the proxy sets on
+// its approved hosts, with the domains it had when the sandbox was made.
+type templateBinding struct {
+	vault, cred string
+	domains     []string
+}
+
 // sandbox is one live sandbox. Its fields are set at creation and not
 // changed afterwards, so they are read without locking.
 type sandbox struct {
-	id       string
-	block    int        // address pool block
-	addr     netip.Addr // the sandbox's source address
-	cgroup   *cgroup.Group
-	cgroupID uint64
-	net      *netns.Net
-	vaults   []string
-	allow    []string           // --allow patterns
-	domains  []string           // allow plus every bound credential's approved domains
-	bindings map[string]binding // placeholder ID → credential
-	env      []string           // VAR=placeholder for each credential
-	created  time.Time
+	id        string
+	block     int        // address pool block
+	addr      netip.Addr // the sandbox's source address
+	cgroup    *cgroup.Group
+	cgroupID  uint64
+	net       *netns.Net
+	vaults    []string
+	allow     []string           // --allow patterns
+	domains   []string           // allow plus every bound credential's approved domains
+	bindings  map[string]binding // placeholder ID → credential
+	templated []templateBinding  // credentials with a header template
+	env       []string           // VAR=placeholder for each credential
+	created   time.Time
 }
 
 var _ proxy.Sandbox = (*sandbox)(nil)
@@ -201,11 +209,14 @@ func (a *Agent) createSandbox(p *sandboxPlan) (s *sandbox, err error) {
 
 	s.domains = append(s.domains, p.allow...)
 	for _, c := range p.creds {
-		ph, err := placeholder.New("")
+		ph, err := placeholder.New(c.Prefix)
 		if err != nil {
 			return nil, err
 		}
 		s.bindings[placeholder.Find(ph)[0].ID] = binding{vault: c.Vault, cred: c.Name}
+		if c.Header != "" {
+			s.templated = append(s.templated, templateBinding{vault: c.Vault, cred: c.Name, domains: c.Domains})
+		}
 		s.env = append(s.env, c.Env+"="+ph)
 		s.domains = append(s.domains, c.Domains...)
 	}

@@ -9,6 +9,8 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"os/user"
+	"strconv"
 	"syscall"
 
 	"github.com/keygate/keygate/hostagent"
@@ -25,7 +27,7 @@ func main() {
 
 	var cfg hostagent.Config
 	var allowPrivate prefixList
-	var sandboxCIDR, logFormat, logLevel string
+	var sandboxCIDR, logFormat, logLevel, apiGroup string
 	flag.StringVar(&cfg.StateDir, "state-dir", "/var/lib/keygate", "directory for the vault store, master key and host CA")
 	flag.StringVar(&cfg.Socket, "socket", api.DefaultSocket, "control API unix socket")
 	flag.StringVar(&cfg.MasterKeyFile, "master-key-file", "", "master key file, created 0600 if absent (default STATE-DIR/master.key)")
@@ -34,6 +36,9 @@ func main() {
 	flag.Var(&allowPrivate, "allow-private-upstream", "CIDR of private addresses upstream names may resolve to (repeatable)")
 	flag.StringVar(&sandboxCIDR, "sandbox-cidr", "10.233.0.0/16", "IPv4 range for sandbox addresses and the agent's service address")
 	flag.StringVar(&cfg.CgroupParent, "cgroup-parent", "", "cgroup v2 directory that holds sandbox cgroups (default CGROUP2-ROOT/keygate)")
+	flag.DurationVar(&cfg.CredentialRefresh, "credential-refresh", hostagent.DefaultCredentialRefresh,
+		"how long the proxy serves a credential from memory before re-reading the store")
+	flag.StringVar(&apiGroup, "api-group", "", "group (name or id) whose members may use the control API besides root")
 	flag.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	flag.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	flag.Usage = usage
@@ -51,6 +56,14 @@ func main() {
 	cfg.AllowPrivate = allowPrivate
 	if cfg.SandboxCIDR, err = netip.ParsePrefix(sandboxCIDR); err != nil {
 		fatal(fmt.Errorf("--sandbox-cidr: %w", err))
+	}
+
+	if apiGroup != "" {
+		gid, err := lookupGroup(apiGroup)
+		if err != nil {
+			fatal(fmt.Errorf("--api-group: %w", err))
+		}
+		cfg.APIGroup = &gid
 	}
 
 	// Start the agent, then wait for a signal to stop it.
@@ -107,6 +120,21 @@ It must run as root, in the foreground; stop it with SIGTERM.
 Flags:
 `)
 	flag.PrintDefaults()
+}
+
+// lookupGroup resolves a group name or numeric id.
+func lookupGroup(s string) (uint32, error) {
+	g, err := user.LookupGroup(s)
+	if err != nil {
+		if g, err = user.LookupGroupId(s); err != nil {
+			return 0, fmt.Errorf("no group %q", s)
+		}
+	}
+	id, err := strconv.ParseUint(g.Gid, 10, 32)
+	if err != nil {
+		return 0, fmt.Errorf("group %q: gid %q: %w", s, g.Gid, err)
+	}
+	return uint32(id), nil
 }
 
 func fatal(err error) {

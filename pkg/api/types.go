@@ -34,7 +34,11 @@ type AddCredentialRequest struct {
 	Env     string   `json:"env"`
 	Domains []string `json:"domains"`
 	Header  string   `json:"header,omitempty"`
-	Secret  []byte   `json:"secret"`
+	// PlaceholderPrefix starts the credential's placeholders ("sk-").
+	PlaceholderPrefix string `json:"placeholder_prefix,omitempty"`
+	// Query allows substitution in query strings.
+	Query  bool   `json:"query,omitempty"`
+	Secret []byte `json:"secret"`
 }
 
 // RotateRequest is the body of PUT /v1/vaults/{vault}/credentials/{name}/secret.

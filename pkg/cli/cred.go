@@ -36,11 +36,13 @@ func credPath(v, name string) string {
 }
 
 func credAdd(e *env, args []string) (int, error) {
-	fs := newFlagSet("cred add", "cred add VAULT NAME --env VAR --domain D [--domain D]... [--header 'Name: fmt {}'] [--secret-file F]  (secret on stdin)", e.stdout)
+	fs := newFlagSet("cred add", "cred add VAULT NAME --env VAR --domain D [--domain D]... [--header 'Name: fmt {}'] [--placeholder-prefix P] [--query] [--secret-file F]  (secret on stdin)", e.stdout)
 	envVar := fs.String("env", "", "environment variable the sandbox reads the key from (required)")
 	var domains stringList
 	fs.Var(&domains, "domain", "approved domain: a host name, *.suffix (one label) or **.suffix (any depth); repeatable (required)")
-	header := fs.String("header", "", "also set this header from a template, e.g. 'X-Api-Key: {}'")
+	header := fs.String("header", "", "set this header from a template on approved hosts, even if the client sent none, e.g. 'X-Api-Key: {}'")
+	prefix := fs.String("placeholder-prefix", "", "start placeholders with this, for SDKs that check a key's shape (e.g. sk-)")
+	query := fs.Bool("query", false, "also substitute the placeholder in query strings (off: refused there)")
 	secretFile := fs.String("secret-file", "", "read the secret from this file instead of stdin")
 	pos, _, err := parse(fs, args)
 	if err != nil {
@@ -53,7 +55,8 @@ func credAdd(e *env, args []string) (int, error) {
 	if err != nil {
 		return ExitFailure, err
 	}
-	req := api.AddCredentialRequest{Name: pos[1], Env: *envVar, Domains: domains, Header: *header, Secret: secret}
+	req := api.AddCredentialRequest{Name: pos[1], Env: *envVar, Domains: domains, Header: *header,
+		PlaceholderPrefix: *prefix, Query: *query, Secret: secret}
 	var c api.Credential
 	if err := e.client.Do(e.ctx, http.MethodPost, credPath(pos[0], ""), req, &c); err != nil {
 		return ExitFailure, err

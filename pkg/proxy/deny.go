@@ -50,20 +50,39 @@ func deny(r Reason, format string, args ...any) *denial {
 	return &denial{reason: r, msg: fmt.Sprintf(format, args...)}
 }
 
+// CredentialError is how a Credentials implementation reports that a
+// credential exists but cannot be used now; Err wraps vault.ErrArchived,
+// vault.ErrNotFound or another store error.
+type CredentialError struct {
+	Vault, Credential string
+	Err               error
+}
+
+func (e *CredentialError) Error() string {
+	return fmt.Sprintf("credential %s/%s: %v", e.Vault, e.Credential, e.Err)
+}
+
+func (e *CredentialError) Unwrap() error { return e.Err }
+
 // credentialDenial maps an error from Credentials to a refusal. It is the
 // one place that decides how a credential failure looks to the sandbox.
-func credentialDenial(cred string, err error) *denial {
+func credentialDenial(err error) *denial {
+	name := "a credential in this request"
+	var ce *CredentialError
+	if errors.As(err, &ce) {
+		name = fmt.Sprintf("credential %q of vault %q", ce.Credential, ce.Vault)
+	}
 	switch {
 	case errors.Is(err, ErrForeignPlaceholder):
 		return deny(ReasonForeignPlaceholder, "a placeholder in this request belongs to another sandbox")
 	case errors.Is(err, ErrUnknownPlaceholder):
 		return deny(ReasonUnknownPlaceholder, "a placeholder-shaped value in this request is not a live placeholder")
 	case errors.Is(err, vault.ErrArchived):
-		return deny(ReasonVaultArchived, "credential %q: its vault was archived", cred)
+		return deny(ReasonVaultArchived, "%s cannot be used: the vault was archived", name)
 	case errors.Is(err, vault.ErrNotFound):
-		return deny(ReasonCredentialRemoved, "credential %q was removed", cred)
+		return deny(ReasonCredentialRemoved, "%s cannot be used: it was removed", name)
 	default:
-		return deny(ReasonSecretUnavailable, "credential %q: secret unavailable", cred)
+		return deny(ReasonSecretUnavailable, "%s cannot be used: secret unavailable", name)
 	}
 }
 

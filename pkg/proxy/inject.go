@@ -3,6 +3,8 @@ package proxy
 import (
 	"encoding/base64"
 	"net/http"
+	"net/url"
+	"slices"
 	"strings"
 
 	"github.com/keygate/keygate/pkg/domain"
@@ -16,19 +18,30 @@ type injection struct {
 	host    string
 	creds   Credentials
 	secrets map[string]string // placeholder ID → secret, for this request only
-	used    []string          // credential names injected, for the decision record
+	used    []string          // "vault/credential" names injected, for the decision record
 }
 
-// apply replaces every placeholder in r's header values. A placeholder in
-// the URL is refused: query injection is not enabled, and forwarding a
-// placeholder would show the upstream keygate's tokens.
+// apply substitutes r's placeholders and sets the header templates of the
+// sandbox's credentials approved for this host. Placeholders are replaced
+// in header values, and in the query string only for credentials that opt
+// in; a placeholder in the path, or in the query of a credential that did
+// not opt in, is refused rather than forwarded, since forwarding it would
+// show the upstream one of keygate's tokens. Bodies are never touched.
 func (in *injection) apply(r *http.Request) *denial {
-	if placeholder.Contains(r.URL.Path) || placeholder.Contains(r.URL.RawQuery) {
-		return deny(ReasonPlaceholderInURL, "placeholders are substituted in request headers only, not in the URL")
+	if placeholder.Contains(r.URL.Path) || placeholder.Contains(r.URL.RawPath) {
+		return deny(ReasonPlaceholderInURL, "placeholders are never substituted in the URL path")
+	}
+	if placeholder.Contains(r.URL.RawQuery) {
+		q, d := in.replace(r.URL.RawQuery, inQuery)
+		if d != nil {
+			return d
+		}
+		r.URL.RawQuery = q
 	}
 	for name, values := range r.Header {
+		auth := name == "Authorization" // r.Header keys are canonical
 		for i, v := range values {
-			if !placeholder.Contains(v) {
+			if !placeholder.Contains(v) && !(auth && isBasic(v)) {
 				continue
 			}
 			nv, d := in.value(name, v)
@@ -38,16 +51,43 @@ func (in *injection) apply(r *http.Request) *denial {
 			values[i] = nv
 		}
 	}
+	return in.templates(r)
+}
+
+// templates sets each header a credential's template names, on hosts the
+// credential is approved for, whether or not the client sent it.
+func (in *injection) templates(r *http.Request) *denial {
+	binds, err := in.creds.Templates(in.sb, in.host)
+	if err != nil {
+		return credentialDenial(err)
+	}
+	for _, b := range binds {
+		name, value, ok := strings.Cut(b.Header, ":")
+		if !ok {
+			continue // validated when the credential was added
+		}
+		secret, d := in.secretFor(placeholderOf(b), b)
+		if d != nil {
+			return d
+		}
+		value = strings.TrimSpace(value)
+		r.Header.Set(strings.TrimSpace(name), strings.Replace(value, "{}", secret, 1))
+	}
 	return nil
 }
+
+// placeholderOf is the key a template binding's secret is remembered
+// under: the binding itself has no placeholder in the request.
+func placeholderOf(b Binding) string { return "template:" + b.Vault + "/" + b.Credential }
 
 // value substitutes the placeholders in one header value. Basic
 // credentials are decoded, substituted and re-encoded.
 func (in *injection) value(name, v string) (string, *denial) {
 	if http.CanonicalHeaderKey(name) == "Authorization" {
 		if enc, ok := cutPrefixFold(v, "Basic "); ok {
-			if raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(enc)); err == nil && placeholder.Contains(string(raw)) {
-				out, d := in.replace(string(raw))
+			raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(enc))
+			if err == nil && placeholder.Contains(string(raw)) {
+				out, d := in.replace(string(raw), inHeader)
 				if d != nil {
 					return "", d
 				}
@@ -55,10 +95,21 @@ func (in *injection) value(name, v string) (string, *denial) {
 			}
 		}
 	}
-	return in.replace(v)
+	return in.replace(v, inHeader)
 }
 
-func (in *injection) replace(s string) (string, *denial) {
+// location is where in a request a placeholder was found.
+type location int
+
+const (
+	inHeader location = iota
+	inQuery
+)
+
+// replace substitutes every placeholder in s. A credential's placeholder
+// prefix, when s has it just before the token, is replaced along with the
+// token: the sandbox was given prefix+token, the upstream gets the secret.
+func (in *injection) replace(s string, loc location) (string, *denial) {
 	toks := placeholder.Find(s)
 	if len(toks) == 0 {
 		return s, nil
@@ -66,11 +117,29 @@ func (in *injection) replace(s string) (string, *denial) {
 	var b strings.Builder
 	last := 0
 	for _, tok := range toks {
-		secret, d := in.secret(tok)
+		if !tok.Valid {
+			return "", deny(ReasonUnknownPlaceholder, "a placeholder-shaped value in this request is not a live placeholder")
+		}
+		bind, d := in.lookup(tok.ID)
 		if d != nil {
 			return "", d
 		}
-		b.WriteString(s[last:tok.Start])
+		if loc == inQuery && !bind.Query {
+			return "", deny(ReasonPlaceholderInURL,
+				"credential %q is substituted in headers only, not in the query string", bind.Credential)
+		}
+		secret, d := in.secretFor(tok.ID, bind)
+		if d != nil {
+			return "", d
+		}
+		start := tok.Start
+		if p := bind.Prefix; p != "" && start-last >= len(p) && s[start-len(p):start] == p {
+			start -= len(p)
+		}
+		b.WriteString(s[last:start])
+		if loc == inQuery {
+			secret = url.QueryEscape(secret)
+		}
 		b.WriteString(secret)
 		last = tok.End
 	}
@@ -78,30 +147,45 @@ func (in *injection) replace(s string) (string, *denial) {
 	return b.String(), nil
 }
 
-func (in *injection) secret(tok placeholder.Token) (string, *denial) {
-	if !tok.Valid {
-		return "", deny(ReasonUnknownPlaceholder, "a placeholder-shaped value in this request is not a live placeholder")
-	}
-	if s, ok := in.secrets[tok.ID]; ok {
-		return s, nil
-	}
-	b, err := in.creds.Lookup(in.sb, tok.ID)
+// lookup finds the credential behind a placeholder and checks that it may
+// be sent to this host.
+func (in *injection) lookup(id string) (Binding, *denial) {
+	b, err := in.creds.Lookup(in.sb, id)
 	if err != nil {
-		return "", credentialDenial("", err)
+		return Binding{}, credentialDenial(err)
 	}
 	if !domain.MatchAny(b.Domains, in.host) {
-		return "", deny(ReasonUnapprovedHost, "credential %q is not approved for %s", b.Credential, in.host)
+		return Binding{}, deny(ReasonUnapprovedHost, "credential %q is not approved for %s", b.Credential, in.host)
+	}
+	return b, nil
+}
+
+// secretFor returns b's current secret, fetched once per request.
+func (in *injection) secretFor(key string, b Binding) (string, *denial) {
+	if s, ok := in.secrets[key]; ok {
+		return s, nil
 	}
 	sec, err := in.creds.Secret(b)
 	if err != nil {
-		return "", credentialDenial(b.Credential, err)
+		return "", credentialDenial(err)
 	}
 	if in.secrets == nil {
 		in.secrets = make(map[string]string)
 	}
-	in.secrets[tok.ID] = string(sec.Bytes())
-	in.used = append(in.used, b.Vault+"/"+b.Credential)
-	return in.secrets[tok.ID], nil
+	in.secrets[key] = string(sec.Bytes())
+	name := b.Vault + "/" + b.Credential
+	if !slices.Contains(in.used, name) {
+		in.used = append(in.used, name)
+	}
+	return in.secrets[key], nil
+}
+
+// isBasic reports whether an Authorization value uses the Basic scheme,
+// whose credentials are base64 and so hide a placeholder from a plain
+// search.
+func isBasic(v string) bool {
+	_, ok := cutPrefixFold(v, "Basic ")
+	return ok
 }
 
 func cutPrefixFold(s, prefix string) (string, bool) {

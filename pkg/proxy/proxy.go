@@ -32,21 +32,29 @@ type Sandbox interface {
 	Allows(host string) bool // whether policy lets the sandbox reach host at all
 }
 
-// Binding is the credential a placeholder stands for.
+// Binding is the credential a placeholder stands for, as much of it as
+// injection needs.
 type Binding struct {
 	Vault      string
 	Credential string
 	Domains    []string // approved domain patterns
+	Prefix     string   // placeholder prefix, replaced along with the token; "" = none
+	Query      bool     // substitution in the query string allowed
+	Header     string   // "Name: text {}" template set on approved hosts; "" = none
 }
 
-// Credentials resolves placeholders. Both methods are called per request,
-// so rotation and archive take effect on the next request.
+// Credentials resolves placeholders. Every method is called per request,
+// so rotation, removal and archive take effect on the next request.
 type Credentials interface {
 	// Lookup returns the credential behind placeholder id as used by sb;
 	// ErrForeignPlaceholder or ErrUnknownPlaceholder when it is not sb's.
 	Lookup(sb Sandbox, id string) (Binding, error)
 	// Secret returns b's current secret.
 	Secret(b Binding) (vault.Secret, error)
+	// Templates returns sb's credentials that have a header template and
+	// are approved for host; an error (wrapping vault.ErrArchived or
+	// vault.ErrNotFound) if such a credential can no longer be used.
+	Templates(sb Sandbox, host string) ([]Binding, error)
 }
 
 // OrigDst is where a captured connection was going.

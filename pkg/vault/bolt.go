@@ -44,9 +44,9 @@ type vaultRecord struct {
 	ArchivedAt *time.Time `json:"archived_at,omitempty"` // nil while active
 }
 
-// Store is the embedded engine: one bbolt file. Every mutation is a single
-// bbolt transaction, fsynced on commit. A Store is safe for concurrent use.
-type Store struct {
+// Bolt is the embedded engine: one bbolt file. Every mutation is a single
+// bbolt transaction, fsynced on commit. A Bolt is safe for concurrent use.
+type Bolt struct {
 	path string
 	keys keyring
 
@@ -54,23 +54,29 @@ type Store struct {
 	db *bolt.DB     // nil after Close
 }
 
-// Open opens the store at path, creating the file with mode 0600 if absent.
-// The master key must be 32 bytes and, for an existing store, the key the
-// store was created with; otherwise the error wraps ErrDecrypt. A purge left
-// unfinished by a crash is completed before Open returns.
-func Open(path string, masterKey []byte) (*Store, error) {
+// OpenBolt opens the embedded store at path, creating the file with mode
+// 0600 if absent. The master key must be 32 bytes and, for an existing
+// store, the key the store was created with; otherwise the error wraps
+// ErrDecrypt. A purge left unfinished by a crash is completed before
+// OpenBolt returns.
+func OpenBolt(path string, masterKey []byte) (*Bolt, error) {
 	keys, err := newKeyring(masterKey)
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
-	s := &Store{path: path, keys: keys}
+	s := &Bolt{path: path, keys: keys}
 	if err := s.open(); err != nil {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
 	return s, nil
 }
 
-func (s *Store) open() error {
+var _ Store = (*Bolt)(nil)
+
+// Engine names the embedded engine in status output.
+func (s *Bolt) Engine() string { return "bolt" }
+
+func (s *Bolt) open() error {
 	// A compaction cut short by a crash leaves its copy behind. The copy
 	// holds nothing the live file lacks, so it is simply dropped.
 	if err := os.Remove(s.compactPath()); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -138,13 +144,13 @@ func initDB(db *bolt.DB, keys keyring) (pending bool, err error) {
 
 // Close closes the database file. Later calls on s fail; Close itself may be
 // called again.
-func (s *Store) Close() error {
+func (s *Bolt) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.closeLocked()
 }
 
-func (s *Store) closeLocked() error {
+func (s *Bolt) closeLocked() error {
 	if s.db == nil {
 		return nil
 	}
@@ -157,7 +163,7 @@ func (s *Store) closeLocked() error {
 }
 
 // view runs fn in a read-only transaction.
-func (s *Store) view(fn func(*bolt.Tx) error) error {
+func (s *Bolt) view(fn func(*bolt.Tx) error) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.db == nil {
@@ -168,7 +174,7 @@ func (s *Store) view(fn func(*bolt.Tx) error) error {
 
 // update runs fn in a read-write transaction that commits only if fn
 // returns nil.
-func (s *Store) update(fn func(*bolt.Tx) error) error {
+func (s *Bolt) update(fn func(*bolt.Tx) error) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.db == nil {
@@ -181,7 +187,7 @@ func (s *Store) update(fn func(*bolt.Tx) error) error {
 // transaction marks a purge as pending, and the file is then compacted so
 // the dropped bytes leave it; if compaction fails or the process dies first,
 // the next Open finishes it. The change itself is committed either way.
-func (s *Store) purge(fn func(*bolt.Tx) error) error {
+func (s *Bolt) purge(fn func(*bolt.Tx) error) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.db == nil {

@@ -19,11 +19,11 @@ const (
 
 // openTestStore opens a fresh store in a temporary directory, closed at the
 // end of the test.
-func openTestStore(t *testing.T) (s *Store, path string, key []byte) {
+func openTestStore(t *testing.T) (s *Bolt, path string, key []byte) {
 	t.Helper()
 	path = filepath.Join(t.TempDir(), "vault.db")
 	key = randomKey(t)
-	s, err := Open(path, key)
+	s, err := OpenBolt(path, key)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,7 +36,7 @@ func testCredential(vault, name, env string) Credential {
 }
 
 // mustAdd creates the vault if needed and adds a credential.
-func mustAdd(t *testing.T, s *Store, c Credential, secret string) {
+func mustAdd(t *testing.T, s *Bolt, c Credential, secret string) {
 	t.Helper()
 	if err := s.CreateVault(c.Vault); err != nil && !errors.Is(err, ErrExists) {
 		t.Fatal(err)
@@ -48,7 +48,7 @@ func mustAdd(t *testing.T, s *Store, c Credential, secret string) {
 
 // sealedRecord is the test-only accessor for a credential's raw sealed
 // record, or nil if there is none.
-func sealedRecord(t *testing.T, s *Store, vault, name string) []byte {
+func sealedRecord(t *testing.T, s *Bolt, vault, name string) []byte {
 	t.Helper()
 	var rec []byte
 	err := s.view(func(tx *bolt.Tx) error {
@@ -65,7 +65,7 @@ func sealedRecord(t *testing.T, s *Store, vault, name string) []byte {
 
 // putSealedRecord overwrites a credential's sealed record, as an attacker
 // with write access to the file could.
-func putSealedRecord(t *testing.T, s *Store, vault, name string, rec []byte) {
+func putSealedRecord(t *testing.T, s *Bolt, vault, name string, rec []byte) {
 	t.Helper()
 	err := s.update(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketSecrets).Bucket([]byte(vault)).Put([]byte(name), rec)
@@ -106,7 +106,7 @@ func TestReopenKeepsData(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	s2, err := Open(path, key)
+	s2, err := OpenBolt(path, key)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +127,7 @@ func TestOpenWrongMasterKey(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	s2, err := Open(path, randomKey(t))
+	s2, err := OpenBolt(path, randomKey(t))
 	if err == nil {
 		s2.Close()
 		t.Fatal("Open with the wrong master key succeeded")
@@ -219,7 +219,7 @@ func TestClosedStore(t *testing.T) {
 
 func TestOpenSecondInstanceFails(t *testing.T) {
 	_, path, key := openTestStore(t)
-	s2, err := Open(path, key)
+	s2, err := OpenBolt(path, key)
 	if err == nil {
 		s2.Close()
 		t.Fatal("a second Open of a locked store succeeded")

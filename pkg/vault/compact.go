@@ -19,7 +19,7 @@ import (
 
 // compactPath is where the fresh copy is built, next to the live file so
 // the rename is atomic.
-func (s *Store) compactPath() string {
+func (s *Bolt) compactPath() string {
 	return s.path + ".compact"
 }
 
@@ -28,7 +28,7 @@ func (s *Store) compactPath() string {
 // reopens. The caller holds s.mu for writing. If the swap fails after the
 // old database was closed, s.db is reopened from whichever file is at
 // s.path, or left nil (errClosed) if even that fails.
-func (s *Store) compactLocked() error {
+func (s *Bolt) compactLocked() error {
 	tmp := s.compactPath()
 	if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("remove stale copy: %w", err)
@@ -77,7 +77,7 @@ func compactInto(path string, src *bolt.DB) error {
 
 // swapLocked closes the live database and renames the compacted copy over
 // it. The caller reopens s.path whatever the outcome.
-func (s *Store) swapLocked(tmp string) error {
+func (s *Bolt) swapLocked(tmp string) error {
 	err := s.db.Close()
 	s.db = nil
 	if err != nil {

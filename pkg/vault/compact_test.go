@@ -40,11 +40,11 @@ func recordParts(rec []byte) map[string][]byte {
 func TestPurgeLeavesNoSealedBytes(t *testing.T) {
 	tests := []struct {
 		name  string
-		purge func(s *Store) error
+		purge func(s *Bolt) error
 	}{
-		{"archive vault", func(s *Store) error { return s.ArchiveVault("prod") }},
-		{"remove credential", func(s *Store) error { return s.RemoveCredential("prod", "openai") }},
-		{"rotate credential", func(s *Store) error {
+		{"archive vault", func(s *Bolt) error { return s.ArchiveVault("prod") }},
+		{"remove credential", func(s *Bolt) error { return s.RemoveCredential("prod", "openai") }},
+		{"rotate credential", func(s *Bolt) error {
 			_, err := s.RotateCredential("prod", "openai", []byte(secretB))
 			return err
 		}},
@@ -129,7 +129,7 @@ func TestOpenFinishesPendingPurge(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	s2, err := Open(path, key)
+	s2, err := OpenBolt(path, key)
 	if err != nil {
 		t.Fatal(err)
 	}

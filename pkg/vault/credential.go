@@ -12,7 +12,7 @@ import (
 // error wraps ErrInvalid for a bad field or an empty secret, ErrExists if the
 // name or the env var is already used in the vault, ErrLimit if the vault
 // holds MaxCredentials, and ErrArchived or ErrNotFound for the vault.
-func (s *Store) AddCredential(c Credential, secret []byte) error {
+func (s *Bolt) AddCredential(c Credential, secret []byte) error {
 	if err := c.Validate(); err != nil {
 		return err
 	}
@@ -67,7 +67,7 @@ func checkAdd(tx *bolt.Tx, c Credential) error {
 // RotateCredential replaces a credential's secret, sealed under a fresh data
 // key, and returns its metadata with Version incremented. The previous
 // secret is erased from the file.
-func (s *Store) RotateCredential(vault, name string, secret []byte) (Credential, error) {
+func (s *Bolt) RotateCredential(vault, name string, secret []byte) (Credential, error) {
 	if len(secret) == 0 {
 		return Credential{}, credError(vault, name, fmt.Errorf("%w: empty secret", ErrInvalid))
 	}
@@ -93,7 +93,7 @@ func (s *Store) RotateCredential(vault, name string, secret []byte) (Credential,
 
 // RemoveCredential deletes a credential, metadata and secret, erasing the
 // secret from the file. Archived vaults accept no changes (ErrArchived).
-func (s *Store) RemoveCredential(vault, name string) error {
+func (s *Bolt) RemoveCredential(vault, name string) error {
 	return s.purge(func(tx *bolt.Tx) error {
 		if err := activeVault(tx, vault); err != nil {
 			return err
@@ -113,7 +113,7 @@ func (s *Store) RemoveCredential(vault, name string) error {
 
 // Credentials lists a vault's credentials sorted by name. For an archived
 // vault it still lists the metadata; the secrets are gone.
-func (s *Store) Credentials(vault string) ([]Credential, error) {
+func (s *Bolt) Credentials(vault string) ([]Credential, error) {
 	creds := []Credential{}
 	err := s.view(func(tx *bolt.Tx) error {
 		if _, err := getVault(tx, vault); err != nil {
@@ -135,7 +135,7 @@ func (s *Store) Credentials(vault string) ([]Credential, error) {
 }
 
 // Credential returns one credential's metadata.
-func (s *Store) Credential(vault, name string) (Credential, error) {
+func (s *Bolt) Credential(vault, name string) (Credential, error) {
 	var c Credential
 	err := s.view(func(tx *bolt.Tx) error {
 		if _, err := getVault(tx, vault); err != nil {
@@ -152,7 +152,7 @@ func (s *Store) Credential(vault, name string) (Credential, error) {
 // metadata it belongs to. The error wraps ErrArchived if the vault is
 // archived, ErrNotFound if the vault or credential does not exist, and
 // ErrDecrypt if the sealed record fails authentication.
-func (s *Store) Secret(vault, name string) (Secret, Credential, error) {
+func (s *Bolt) Secret(vault, name string) (Secret, Credential, error) {
 	var (
 		secret Secret
 		c      Credential
@@ -201,7 +201,7 @@ func getCredential(tx *bolt.Tx, vault, name string) (Credential, error) {
 
 // putCredential seals secret for c's current version and stores metadata
 // and sealed record side by side in the same transaction.
-func (s *Store) putCredential(tx *bolt.Tx, c Credential, secret []byte) error {
+func (s *Bolt) putCredential(tx *bolt.Tx, c Credential, secret []byte) error {
 	record, err := s.keys.sealSecret(c.Vault, c.Name, c.Version, secret)
 	if err != nil {
 		return credError(c.Vault, c.Name, err)

@@ -11,7 +11,7 @@ import (
 
 // CreateVault creates an empty vault. The error wraps ErrExists if the name
 // is taken, also by an archived vault.
-func (s *Store) CreateVault(name string) error {
+func (s *Bolt) CreateVault(name string) error {
 	if err := ValidateName(name); err != nil {
 		return fmt.Errorf("vault %w", err)
 	}
@@ -34,7 +34,7 @@ func (s *Store) CreateVault(name string) error {
 }
 
 // Vaults lists every vault, archived ones included, sorted by name.
-func (s *Store) Vaults() ([]Info, error) {
+func (s *Bolt) Vaults() ([]Info, error) {
 	infos := []Info{}
 	err := s.view(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketVaults).ForEach(func(k, v []byte) error {
@@ -50,7 +50,7 @@ func (s *Store) Vaults() ([]Info, error) {
 }
 
 // Vault describes one vault.
-func (s *Store) Vault(name string) (Info, error) {
+func (s *Bolt) Vault(name string) (Info, error) {
 	var info Info
 	err := s.view(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketVaults).Get([]byte(name))
@@ -67,7 +67,7 @@ func (s *Store) Vault(name string) (Info, error) {
 // ArchiveVault archives a vault: its sealed secrets and wrapped data keys
 // are erased from the file, while its name and credential metadata remain
 // for listing and audit. The error wraps ErrArchived if it already is.
-func (s *Store) ArchiveVault(name string) error {
+func (s *Bolt) ArchiveVault(name string) error {
 	return s.purge(func(tx *bolt.Tx) error {
 		rec, err := getVault(tx, name)
 		if err != nil {

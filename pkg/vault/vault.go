@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/keygate/keygate/pkg/domain"
+	"github.com/keygate/keygate/pkg/placeholder"
 )
 
 // MaxCredentials is the most credentials one vault may hold.
@@ -46,12 +47,18 @@ var (
 
 // Credential is a credential's metadata; it never holds the secret.
 type Credential struct {
-	Vault   string    `json:"vault"`
-	Name    string    `json:"name"`
-	Env     string    `json:"env"`              // environment variable the sandbox reads
-	Domains []string  `json:"domains"`          // approved domain patterns (pkg/domain syntax)
-	Header  string    `json:"header,omitempty"` // optional "Name: fmt {}" template, "" = none
-	Version uint64    `json:"version"`          // 1 on add, +1 on each rotation
+	Vault   string   `json:"vault"`
+	Name    string   `json:"name"`
+	Env     string   `json:"env"`              // environment variable the sandbox reads
+	Domains []string `json:"domains"`          // approved domain patterns (pkg/domain syntax)
+	Header  string   `json:"header,omitempty"` // optional "Name: fmt {}" template, "" = none
+	// Prefix starts every placeholder of this credential, so SDKs that
+	// check a key's shape ("sk-", "ghp_") accept it; "" = none.
+	Prefix string `json:"placeholder_prefix,omitempty"`
+	// Query enables substitution in the request's query string; off, a
+	// placeholder in the URL is refused. Bodies are never substituted.
+	Query   bool      `json:"query,omitempty"`
+	Version uint64    `json:"version"` // 1 on add, +1 on each rotation
 	Created time.Time `json:"created"`
 	Updated time.Time `json:"updated"` // last rotation, or Created
 }
@@ -167,8 +174,35 @@ func (c Credential) validateFields() error {
 			return fmt.Errorf("%w: %w", ErrInvalid, err)
 		}
 	}
+	if err := validatePrefix(c.Prefix); err != nil {
+		return err
+	}
 	if c.Header != "" {
 		return validateHeader(c.Header)
+	}
+	return nil
+}
+
+// maxPrefixLen is the longest placeholder prefix.
+const maxPrefixLen = 32
+
+// validatePrefix checks a placeholder prefix: up to 32 characters of
+// A-Z, a-z, 0-9, '-' and '_', the characters key formats use, so that the
+// placeholder stays one token in every header syntax. It may not contain
+// the placeholder marker, which would make the prefix itself look like a
+// placeholder.
+func validatePrefix(p string) error {
+	if len(p) > maxPrefixLen {
+		return fmt.Errorf("placeholder prefix %q: %w: at most %d characters", p, ErrInvalid, maxPrefixLen)
+	}
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return fmt.Errorf("placeholder prefix %q: %w: only A-Z, a-z, 0-9, '-' and '_'", p, ErrInvalid)
+		}
+	}
+	if strings.Contains(p, placeholder.Marker) {
+		return fmt.Errorf("placeholder prefix %q: %w: must not contain %s", p, ErrInvalid, placeholder.Marker)
 	}
 	return nil
 }

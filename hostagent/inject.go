@@ -1,0 +1,73 @@
+//go:build linux
+
+package hostagent
+
+import (
+	"github.com/keygate/keygate/pkg/domain"
+	"github.com/keygate/keygate/pkg/proxy"
+	"github.com/keygate/keygate/pkg/vault"
+)
+
+// credentials resolves placeholders for the proxy against the sandbox
+// registry and the credential cache, on every request: a rotation, removal
+// or archive made through the API is seen by the next request.
+type credentials struct {
+	reg   *registry
+	cache *credCache
+}
+
+var _ proxy.Credentials = (*credentials)(nil)
+
+func (c *credentials) Lookup(psb proxy.Sandbox, id string) (proxy.Binding, error) {
+	sb := psb.(*sandbox)
+	b, ok := sb.bindings[id]
+	if !ok {
+		if _, foreign := c.reg.placeholderOwner(id); foreign {
+			return proxy.Binding{}, proxy.ErrForeignPlaceholder
+		}
+		return proxy.Binding{}, proxy.ErrUnknownPlaceholder
+	}
+	meta, _, err := c.cache.get(b.vault, b.cred)
+	if err != nil {
+		return proxy.Binding{}, &proxy.CredentialError{Vault: b.vault, Credential: b.cred, Err: err}
+	}
+	return bindingOf(meta), nil
+}
+
+func (c *credentials) Secret(b proxy.Binding) (vault.Secret, error) {
+	_, sec, err := c.cache.get(b.Vault, b.Credential)
+	if err != nil {
+		return vault.Secret{}, &proxy.CredentialError{Vault: b.Vault, Credential: b.Credential, Err: err}
+	}
+	return sec, nil
+}
+
+// Templates returns the sandbox's credentials with a header template that
+// are approved for host. The domains checked first are those the
+// credential had when the sandbox was created, so that a credential
+// removed or archived since still counts as used here: the request is
+// refused with the reason, instead of going out without it.
+func (c *credentials) Templates(psb proxy.Sandbox, host string) ([]proxy.Binding, error) {
+	sb := psb.(*sandbox)
+	var out []proxy.Binding
+	for _, t := range sb.templated {
+		if !domain.MatchAny(t.domains, host) {
+			continue
+		}
+		meta, _, err := c.cache.get(t.vault, t.cred)
+		if err != nil {
+			return nil, &proxy.CredentialError{Vault: t.vault, Credential: t.cred, Err: err}
+		}
+		if domain.MatchAny(meta.Domains, host) {
+			out = append(out, bindingOf(meta))
+		}
+	}
+	return out, nil
+}
+
+func bindingOf(c vault.Credential) proxy.Binding {
+	return proxy.Binding{
+		Vault: c.Vault, Credential: c.Name, Domains: c.Domains,
+		Prefix: c.Prefix, Query: c.Query, Header: c.Header,
+	}
+}

@@ -1,0 +1,43 @@
+package vault
+
+// Store is what keygate keeps its vaults in. The embedded engine (Bolt, one
+// file in the state directory) is the default; a distributed engine for
+// fleets of hosts implements the same interface, and the shared test suite
+// in package storetest holds both to the same contract.
+//
+// Every method is safe for concurrent use. Errors wrap the sentinels of this
+// package (ErrNotFound, ErrExists, ErrArchived, ErrLimit, ErrInvalid,
+// ErrDecrypt) so callers can map them to outcomes with errors.Is. No method
+// returns a secret except Secret, and no error ever contains one.
+type Store interface {
+	// CreateVault creates an empty vault; ErrExists if the name is taken,
+	// also by an archived vault.
+	CreateVault(name string) error
+	// Vaults lists every vault, archived ones included, sorted by name.
+	Vaults() ([]Info, error)
+	// Vault describes one vault.
+	Vault(name string) (Info, error)
+	// ArchiveVault purges every secret of the vault unrecoverably and marks
+	// it archived; its metadata stays. ErrArchived if it already is.
+	ArchiveVault(name string) error
+
+	// AddCredential adds c with its secret; see Bolt.AddCredential for the
+	// rules every engine enforces.
+	AddCredential(c Credential, secret []byte) error
+	// RotateCredential replaces the secret and returns the metadata with
+	// Version incremented. The old secret is purged.
+	RotateCredential(vault, name string, secret []byte) (Credential, error)
+	// RemoveCredential deletes the credential and purges its secret.
+	RemoveCredential(vault, name string) error
+	// Credentials lists a vault's credentials, sorted by name.
+	Credentials(vault string) ([]Credential, error)
+	// Credential returns one credential's metadata.
+	Credential(vault, name string) (Credential, error)
+	// Secret decrypts the current secret of a credential of a live vault.
+	Secret(vault, name string) (Secret, Credential, error)
+
+	// Engine names the engine ("bolt", "etcd") for status output.
+	Engine() string
+	// Close releases the store. Later calls fail.
+	Close() error
+}
