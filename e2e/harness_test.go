@@ -40,15 +40,22 @@ func TestMain(m *testing.M) {
 }
 
 func runMain(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "keygate-e2e-bin-")
+	// Sandboxes get private /tmp and /var/tmp, so the binaries they run
+	// (the test clients) live under /run, which they see read-only.
+	dir, err := os.MkdirTemp("/run", "keygate-e2e-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	defer os.RemoveAll(dir)
 	os.Chmod(dir, 0o755)
-	for _, bin := range []string{"keygate", "keygated"} {
-		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, bin), "../cmd/"+bin)
+	pkgs := map[string]string{
+		"keygate":    "../cmd/keygate",
+		"keygated":   "../cmd/keygated",
+		"loadclient": "./internal/loadclient",
+	}
+	for bin, pkg := range pkgs {
+		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, bin), pkg)
 		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 		if err := cmd.Run(); err != nil {
 			fmt.Fprintf(os.Stderr, "build %s: %v\n", bin, err)

@@ -49,7 +49,7 @@ func runRun(e *env, args []string) (int, error) {
 
 	stream, err := e.client.Run(req, [3]*os.File{e.stdin, os.Stdout, os.Stderr})
 	if err != nil {
-		return ExitFailure, err
+		return ExitSandbox, err
 	}
 	defer stream.Close()
 	go func() {
