@@ -4,15 +4,23 @@ package hostagent
 
 import (
 	"net/netip"
+
+	"github.com/keygate/keygate/pkg/resolver"
 )
 
 // resolverView adapts the registry to the resolver's Sandboxes interface.
 type resolverView struct{ reg *registry }
 
-func (v resolverView) BySource(src netip.Addr) (string, []string, bool) {
+var _ resolver.Sandboxes = resolverView{}
+
+// BySource returns the allowlist policy of the sandbox at src.
+//
+// TODO: every sandbox is in allowlist mode until sandboxes carry a mode of
+// their own; open mode (resolver.Policy.Open) cannot be chosen yet.
+func (v resolverView) BySource(src netip.Addr) (resolver.Policy, bool) {
 	sb, ok := v.reg.bySource(src)
 	if !ok {
-		return "", nil, false
+		return resolver.Policy{}, false
 	}
-	return sb.id, sb.domains, true
+	return resolver.Policy{ID: sb.id, Allowed: sb.domains}, true
 }

@@ -1,14 +1,36 @@
 // Package resolver is the DNS server keygate puts in front of every sandbox.
 //
-// All DNS a sandbox sends, to whatever server it names, is redirected here.
-// The resolver answers only names the sandbox's policy allows: other names get
-// NXDOMAIN without any query leaving the host, so DNS cannot be used to
-// exfiltrate data through an attacker's name server. Allowed A queries are
-// resolved upstream; addresses in private, loopback and other internal ranges
-// are dropped from the answers (DNS rebinding), and every address that is
+// All DNS a sandbox sends, over UDP or TCP and to whatever server it names,
+// is redirected here. The resolver identifies the sandbox by the query's
+// source address and answers under the sandbox's Policy:
+//
+//   - In allowlist mode, only names the policy lists (credential domains,
+//     --allow domains, wildcards) are resolved. Every other name gets
+//     NXDOMAIN, whatever the record type, without any query leaving the
+//     host, so DNS cannot carry data to an attacker's name server.
+//   - In open mode, A and AAAA queries for any name are resolved. Query names
+//     still reach upstream name servers, so open mode accepts that channel;
+//     Stats counts names that look like encoded data. Other record types are
+//     REFUSED for names the policy does not list: TXT, NULL and the like are
+//     the usual carriers of data both ways, and the proxy needs only
+//     addresses.
+//
+// For a listed name, record types other than A and AAAA get an empty answer
+// without asking upstream. AAAA queries are resolved only with Config.IPv6;
+// otherwise they get an empty answer and clients fall back to IPv4.
+//
+// Resolved addresses in private, loopback and other internal ranges are
+// dropped from the answers (DNS rebinding), and every address that is
 // returned is first pinned to the asked name for the asking sandbox in a
 // pin.Table. The TLS proxy lets a connection through only when such a pin
-// maps its SNI name to the dialled address.
+// maps its SNI name to the dialled address. The proxy checks pins only when a
+// connection is made, so a pin that expires never cuts a connection already
+// established.
+//
+// Upstream answers are cached by name and type for their TTL, capped at the
+// pin table's maximum pin lifetime, and concurrent identical queries share
+// one upstream exchange. Filtering and pinning happen per query, for the
+// asking sandbox, whether the answer came from upstream or from the cache.
 package resolver
 
 import (
@@ -27,9 +49,23 @@ import (
 	"github.com/keygate/keygate/pkg/pin"
 )
 
-// DefaultTimeout bounds the upstream resolution of one query when
-// Config.Timeout is zero.
-const DefaultTimeout = 2 * time.Second
+const (
+	// DefaultTimeout bounds the upstream resolution of one query when
+	// Config.Timeout is zero.
+	DefaultTimeout = 2 * time.Second
+
+	// DefaultCacheSize is the number of answers cached when
+	// Config.CacheSize is zero.
+	DefaultCacheSize = 10_000
+
+	// DefaultNegativeTTL is how long a negative answer without an SOA record
+	// is cached when Config.NegativeTTL is zero.
+	DefaultNegativeTTL = 30 * time.Second
+
+	// DefaultRecordRate is the number of warning and error records per
+	// second and sandbox used when Config.RecordRate is zero.
+	DefaultRecordRate = 10
+)
 
 // ednsSize is the UDP payload size the resolver advertises, to clients and
 // upstream, and the most any UDP reply carries: the DNS Flag Day 2020 value,
@@ -38,15 +74,17 @@ const ednsSize = 1232
 
 // Keys of the resolver's structured log records.
 const (
-	logSubsystem = "subsystem"
-	logSandbox   = "sandbox"
-	logSource    = "source"
-	logName      = "name"
-	logType      = "type"
-	logReason    = "reason"
-	logAnswers   = "answers"
-	logDropped   = "dropped"
-	logError     = "err"
+	logSubsystem  = "subsystem"
+	logSandbox    = "sandbox"
+	logSource     = "source"
+	logName       = "name"
+	logType       = "type"
+	logReason     = "reason"
+	logAnswers    = "answers"
+	logDropped    = "dropped"
+	logSuppressed = "suppressed"
+	logCached     = "cached"
+	logError      = "err"
 )
 
 var (
@@ -57,11 +95,27 @@ var (
 	ErrConfig = errors.New("invalid resolver config")
 )
 
+// Policy is what one sandbox may resolve.
+type Policy struct {
+	// ID identifies the sandbox in pins, logs and denials. It must not be
+	// empty.
+	ID string
+
+	// Allowed lists the domain patterns (see package domain) the sandbox
+	// may resolve in allowlist mode, and query any record type of in open
+	// mode. Nil allows none.
+	Allowed []string
+
+	// Open selects open mode: A and AAAA queries for any name are resolved.
+	// False is allowlist mode.
+	Open bool
+}
+
 // Sandboxes identifies the sandbox behind a query's source address.
 type Sandboxes interface {
-	// BySource returns the sandbox ID and its allowed domain patterns (see
-	// package domain) for a source IP; ok is false for unknown sources.
-	BySource(src netip.Addr) (id string, allowed []string, ok bool)
+	// BySource returns the policy of the sandbox at source IP src; ok is
+	// false for unknown sources. src is never a v4-mapped address.
+	BySource(src netip.Addr) (p Policy, ok bool)
 }
 
 // Config configures a Resolver.
@@ -73,7 +127,9 @@ type Config struct {
 	// Sandboxes maps query sources to sandboxes and their policies. Required.
 	Sandboxes Sandboxes
 
-	// Pins receives a pin for every address returned to a sandbox. Required.
+	// Pins receives a pin for every address returned to a sandbox; its
+	// maximum pin lifetime also caps the TTLs the resolver returns and
+	// caches. Required.
 	Pins *pin.Table
 
 	// AllowPrivate lists ranges whose addresses are returned even though
@@ -81,9 +137,39 @@ type Config struct {
 	// addresses. Nil means no exception.
 	AllowPrivate []netip.Prefix
 
+	// IPv6 enables AAAA answers and IPv6 pins. False answers every AAAA
+	// query with no records, for hosts whose capture does not redirect
+	// IPv6 connections to the proxy: an AAAA answer would only make clients
+	// try a path that is refused.
+	IPv6 bool
+
 	// Timeout bounds the upstream resolution of one query, including a
 	// retry over TCP after a truncated UDP reply. Zero means DefaultTimeout.
 	Timeout time.Duration
+
+	// CacheSize bounds the number of positive answers cached; negative
+	// answers have a separate cache a quarter that size, so that a flood of
+	// names that do not exist cannot evict the names that do. Zero means
+	// DefaultCacheSize.
+	CacheSize int
+
+	// NegativeTTL is how long an NXDOMAIN or empty answer is cached when
+	// upstream sends no SOA record to take the time from. Zero means
+	// DefaultNegativeTTL. Negative answers are never cached longer than
+	// maxNegativeTTL.
+	NegativeTTL time.Duration
+
+	// RecordRate bounds, per sandbox and per kind (denials, dropped
+	// answers, upstream failures), the warning and error records logged
+	// and the OnDeny calls made, per second. Records over the rate are
+	// counted and the count is reported with the next record of that kind.
+	// Zero means DefaultRecordRate.
+	RecordRate int
+
+	// OnDeny, if not nil, is called for every denied query, subject to
+	// RecordRate, for audit records. It is called on the goroutine serving
+	// the query, before the reply is sent, so it must not block for long.
+	OnDeny func(Denial)
 
 	// Logger receives decision records and errors. Nil discards them.
 	Logger *slog.Logger
@@ -102,8 +188,11 @@ func (c *Config) validate() error {
 	if c.Pins == nil {
 		return fmt.Errorf("%w: no pin table", ErrConfig)
 	}
-	if c.Timeout < 0 {
-		return fmt.Errorf("%w: negative timeout %v", ErrConfig, c.Timeout)
+	if c.Timeout < 0 || c.NegativeTTL < 0 {
+		return fmt.Errorf("%w: negative duration", ErrConfig)
+	}
+	if c.CacheSize < 0 || c.RecordRate < 0 {
+		return fmt.Errorf("%w: negative size or rate", ErrConfig)
 	}
 	return nil
 }
@@ -115,9 +204,20 @@ type Resolver struct {
 	sandboxes    Sandboxes
 	pins         *pin.Table
 	allowPrivate []netip.Prefix
+	ipv6         bool
 	timeout      time.Duration
+	maxTTL       uint32 // the pin table's maximum lifetime, in seconds
+	negativeTTL  uint32 // seconds
+	onDeny       func(Denial)
 	log          *slog.Logger
 	udp, tcp     *dns.Client
+	now          func() time.Time // time.Now; tests replace it before serving
+
+	cache    *cache     // positive answers
+	negative *cache     // NXDOMAIN and empty answers
+	flights  *collapser // upstream exchanges in flight
+	limits   *limiter   // of warning and error records
+	stats    counters
 
 	// ctx is the parent of every upstream exchange; cancel, called by
 	// Shutdown, abandons those in flight.
@@ -136,10 +236,8 @@ func New(cfg Config) (*Resolver, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	timeout := cfg.Timeout
-	if timeout == 0 {
-		timeout = DefaultTimeout
-	}
+	timeout := orDefault(cfg.Timeout, DefaultTimeout)
+	cacheSize := orDefault(cfg.CacheSize, DefaultCacheSize)
 	logger := cfg.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -151,10 +249,19 @@ func New(cfg Config) (*Resolver, error) {
 		sandboxes:    cfg.Sandboxes,
 		pins:         cfg.Pins,
 		allowPrivate: cfg.AllowPrivate,
+		ipv6:         cfg.IPv6,
 		timeout:      timeout,
+		maxTTL:       seconds(cfg.Pins.MaxLifetime()),
+		negativeTTL:  seconds(orDefault(cfg.NegativeTTL, DefaultNegativeTTL)),
+		onDeny:       cfg.OnDeny,
 		log:          logger.With(logSubsystem, "resolver"),
 		udp:          &dns.Client{Net: "udp", Timeout: timeout},
 		tcp:          &dns.Client{Net: "tcp", Timeout: timeout},
+		now:          time.Now,
+		cache:        newCache(cacheSize),
+		negative:     newCache(cacheSize/4 + 1),
+		flights:      newCollapser(),
+		limits:       newLimiter(orDefault(cfg.RecordRate, DefaultRecordRate)),
 		ctx:          ctx,
 		cancel:       cancel,
 	}, nil
@@ -177,55 +284,64 @@ func (r *Resolver) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 // respond decides the reply to req, received from remote.
 func (r *Resolver) respond(remote net.Addr, req *dns.Msg) *dns.Msg {
 	src, ok := sourceAddr(remote)
-	var sandbox string
-	var allowed []string
+	var pol Policy
 	if ok {
-		sandbox, allowed, ok = r.sandboxes.BySource(src)
+		pol, ok = r.sandboxes.BySource(src)
 	}
-	if !ok {
-		r.log.Warn("dns query refused", logSource, src.String(), logReason, "unknown source")
+	if !ok || pol.ID == "" {
+		r.stats.refused.Add(1)
+		r.deny(Denial{Name: questionName(req), Reason: ReasonUnknownSource}, logSource, src.String())
 		return reply(req, dns.RcodeRefused)
 	}
 
-	if req.Opcode != dns.OpcodeQuery {
-		return reply(req, dns.RcodeNotImplemented)
-	}
-	if len(req.Question) != 1 {
-		return reply(req, dns.RcodeFormatError)
-	}
-	if opt := req.IsEdns0(); opt != nil && opt.Version() != 0 {
-		return reply(req, dns.RcodeBadVers)
+	if rcode := checkQuery(req); rcode != dns.RcodeSuccess {
+		r.stats.malformed.Add(1)
+		return reply(req, rcode)
 	}
 	q := req.Question[0]
 	if q.Qclass != dns.ClassINET {
+		r.stats.refused.Add(1)
 		return reply(req, dns.RcodeRefused)
 	}
 
 	name := domain.Normalize(q.Name)
-	qtype := dns.Type(q.Qtype).String()
-	if !domain.MatchAny(allowed, name) {
-		r.log.Warn("dns query denied",
-			logSandbox, sandbox, logName, name, logType, qtype, logReason, "name not allowed")
-		return reply(req, dns.RcodeNameError)
+	r.inspect(pol.ID, name)
+	if rcode, reason := decide(pol, name, q.Qtype); reason != "" {
+		if rcode == dns.RcodeNameError {
+			r.stats.nxdomainDenied.Add(1)
+		} else {
+			r.stats.refused.Add(1)
+		}
+		r.deny(Denial{Sandbox: pol.ID, Name: name, Type: typeString(q.Qtype), Reason: reason})
+		return reply(req, rcode)
 	}
 
-	switch q.Qtype {
-	case dns.TypeA:
-		return r.resolveA(sandbox, req)
-	case dns.TypeAAAA:
-		// TODO: IPv6 answers and pins come with IPv6 capture. Until the BPF
-		// programs redirect IPv6 connections to the proxy, an AAAA answer
-		// would only make clients try a path that is refused, so allowed
-		// names get an empty answer and clients fall back to IPv4.
-		return reply(req, dns.RcodeSuccess)
-	default:
-		// MX, TXT, HTTPS/SVCB and the rest get an empty answer without asking
-		// upstream: the proxy only needs addresses, and every other type
-		// forwarded is one more channel for data to leave the sandbox.
-		r.log.Debug("dns query answered empty",
-			logSandbox, sandbox, logName, name, logType, qtype, logReason, "type not served")
-		return reply(req, dns.RcodeSuccess)
+	if q.Qtype == dns.TypeA || q.Qtype == dns.TypeAAAA && r.ipv6 {
+		return r.resolve(pol.ID, req)
 	}
+	// MX, TXT, HTTPS/SVCB and the rest, and AAAA without IPv6, get an empty
+	// answer without asking upstream: the proxy only needs the addresses it
+	// can pin, and every other type forwarded is one more channel for data
+	// to leave the sandbox.
+	r.stats.answered.Add(1)
+	r.log.Debug("dns query answered empty",
+		logSandbox, pol.ID, logName, name, logType, typeString(q.Qtype), logReason, "type not served")
+	return reply(req, dns.RcodeSuccess)
+}
+
+// checkQuery returns the error rcode for a request the resolver does not
+// handle, or RcodeSuccess.
+func checkQuery(req *dns.Msg) int {
+	switch {
+	case req.Opcode != dns.OpcodeQuery:
+		return dns.RcodeNotImplemented
+	case len(req.Question) != 1:
+		return dns.RcodeFormatError
+	}
+	if opt := req.IsEdns0(); opt != nil && opt.Version() != 0 {
+		return dns.RcodeBadVers
+	}
+	return dns.RcodeSuccess
 }
 
 // reply returns an empty reply to req with rcode.
@@ -275,4 +391,28 @@ func sourceAddr(remote net.Addr) (netip.Addr, bool) {
 	}
 	addr := ap.Addr().Unmap()
 	return addr, addr.IsValid()
+}
+
+// questionName returns the normalised name of req's first question, or "".
+func questionName(req *dns.Msg) string {
+	if len(req.Question) == 0 {
+		return ""
+	}
+	return domain.Normalize(req.Question[0].Name)
+}
+
+func typeString(qtype uint16) string { return dns.Type(qtype).String() }
+
+// orDefault returns v, or def if v is zero.
+func orDefault[T comparable](v, def T) T {
+	var zero T
+	if v == zero {
+		return def
+	}
+	return v
+}
+
+// seconds converts d to whole seconds for a TTL, saturating.
+func seconds(d time.Duration) uint32 {
+	return uint32(min(d/time.Second, 1<<32-1))
 }

@@ -23,21 +23,19 @@ import (
 // defaultPolicy is what sandbox sb1, at 127.0.0.1, may resolve in most tests.
 var defaultPolicy = []string{"api.example.test", "*.example.test"}
 
-// fakeSandboxes maps source addresses to sandboxes with a fixed policy.
-type fakeSandboxes map[netip.Addr]struct {
-	id      string
-	allowed []string
+// fakeSandboxes maps source addresses to sandbox policies.
+type fakeSandboxes map[netip.Addr]Policy
+
+func (f fakeSandboxes) BySource(src netip.Addr) (Policy, bool) {
+	p, ok := f[src]
+	return p, ok
 }
 
-func (f fakeSandboxes) BySource(src netip.Addr) (string, []string, bool) {
-	sb, ok := f[src]
-	return sb.id, sb.allowed, ok
-}
-
-// loopbackSandbox returns Sandboxes that know only 127.0.0.1, as "sb1".
+// loopbackSandbox returns Sandboxes that know only 127.0.0.1, as "sb1" in
+// allowlist mode.
 func loopbackSandbox(allowed []string) fakeSandboxes {
 	return fakeSandboxes{
-		netip.MustParseAddr("127.0.0.1"): {id: "sb1", allowed: allowed},
+		netip.MustParseAddr("127.0.0.1"): {ID: "sb1", Allowed: allowed},
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -22,58 +23,65 @@ const maxChain = 8
 // errMismatch is returned for an upstream reply to another question.
 var errMismatch = errors.New("upstream reply does not match the question")
 
-// resolveA answers an A query for an allowed name: it asks upstream, keeps
-// the permitted addresses the asked name leads to, pins each of them for
-// sandbox and replies with them.
-func (r *Resolver) resolveA(sandbox string, req *dns.Msg) *dns.Msg {
-	q := req.Question[0]
-	name := domain.Normalize(q.Name)
-	attrs := []any{logSandbox, sandbox, logName, name, logType, "A"}
-
+// fetch resolves name, of type qtype (A or AAAA), upstream within the
+// resolver's timeout and caches the answer. An upstream NXDOMAIN is an
+// answer; any other error rcode is an error.
+func (r *Resolver) fetch(name string, qtype uint16) (answer, error) {
 	ctx, cancel := context.WithTimeout(r.ctx, r.timeout)
 	defer cancel()
-	up, err := r.exchange(ctx, q.Name)
+	up, err := r.exchange(ctx, name, qtype)
 	if err != nil {
-		r.log.Error("dns upstream failed", append(attrs, logError, err)...)
-		return reply(req, dns.RcodeServerFailure)
+		return answer{}, err
 	}
 
+	ans := answer{rcode: up.Rcode}
+	var ttl uint32
 	switch up.Rcode {
 	case dns.RcodeSuccess:
+		ans.addrs, ttl = chainAddrs(up.Answer, name, qtype)
+		if len(ans.addrs) == 0 {
+			ttl = r.negativeTTLOf(up)
+		}
 	case dns.RcodeNameError:
-		return reply(req, dns.RcodeNameError)
+		ttl = r.negativeTTLOf(up)
 	default:
-		err := fmt.Errorf("upstream answered %s", dns.RcodeToString[up.Rcode])
-		r.log.Error("dns upstream failed", append(attrs, logError, err)...)
-		return reply(req, dns.RcodeServerFailure)
+		return answer{}, fmt.Errorf("upstream answered %s", dns.RcodeToString[up.Rcode])
 	}
 
-	addrs, ttl := chainAddrs(up.Answer, q.Name)
-	kept := slices.DeleteFunc(slices.Clone(addrs), func(a netip.Addr) bool { return !r.permitted(a) })
-	if dropped := len(addrs) - len(kept); dropped > 0 {
-		r.log.Warn("dns answer dropped", append(attrs,
-			logReason, "internal address for a public name", logDropped, dropped)...)
+	// However long upstream says, no answer outlives the pins it creates.
+	ttl = min(ttl, r.maxTTL)
+	ans.expires = r.now().Add(time.Duration(ttl) * time.Second)
+	if ttl > 0 {
+		k := cacheKey{name: domain.Normalize(name), qtype: qtype}
+		if len(ans.addrs) > 0 {
+			r.cache.put(k, ans)
+		} else {
+			r.negative.put(k, ans)
+		}
 	}
-
-	resp := reply(req, dns.RcodeSuccess)
-	for _, addr := range kept {
-		// Pin before the reply leaves, so the client can never connect to an
-		// address it was given before the proxy would accept it.
-		r.pins.Add(sandbox, addr, name, time.Duration(ttl)*time.Second)
-		resp.Answer = append(resp.Answer, &dns.A{
-			Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: ttl},
-			A:   addr.AsSlice(),
-		})
-	}
-	r.log.Debug("dns query answered", append(attrs, logAnswers, len(kept))...)
-	return resp
+	return ans, nil
 }
 
-// exchange asks upstream for the A records of name, over UDP and again over
-// TCP if the UDP reply was truncated, both within ctx.
-func (r *Resolver) exchange(ctx context.Context, name string) (*dns.Msg, error) {
+// negativeTTLOf returns how long the negative answer up may be cached: as
+// RFC 2308 has it, the lesser of the TTL and the MINIMUM field of the SOA
+// record in its authority section, or the resolver's default without one;
+// at most maxNegativeTTL.
+func (r *Resolver) negativeTTLOf(up *dns.Msg) uint32 {
+	ttl := r.negativeTTL
+	for _, rr := range up.Ns {
+		if soa, ok := rr.(*dns.SOA); ok {
+			ttl = min(soa.Hdr.Ttl, soa.Minttl)
+			break
+		}
+	}
+	return min(ttl, seconds(maxNegativeTTL))
+}
+
+// exchange asks upstream for the records of name of type qtype, over UDP and
+// again over TCP if the UDP reply was truncated, both within ctx.
+func (r *Resolver) exchange(ctx context.Context, name string, qtype uint16) (*dns.Msg, error) {
 	m := new(dns.Msg)
-	m.SetQuestion(dns.Fqdn(name), dns.TypeA)
+	m.SetQuestion(dns.Fqdn(name), qtype)
 	m.SetEdns0(ednsSize, false)
 
 	resp, err := exchangeVia(ctx, r.udp, m, r.upstream)
@@ -86,7 +94,7 @@ func (r *Resolver) exchange(ctx context.Context, name string) (*dns.Msg, error) 
 
 	// The client already matched the message ID; check the question too,
 	// so a reply to another query can never be pinned under this name.
-	if len(resp.Question) != 1 || resp.Question[0].Qtype != dns.TypeA ||
+	if len(resp.Question) != 1 || resp.Question[0].Qtype != qtype ||
 		!strings.EqualFold(resp.Question[0].Name, m.Question[0].Name) {
 		return nil, fmt.Errorf("query %s: %w", r.upstream, errMismatch)
 	}
@@ -115,14 +123,14 @@ func exchangeVia(ctx context.Context, c *dns.Client, m *dns.Msg, addr string) (*
 }
 
 // chainAddrs follows the CNAME chain from name through answer and returns
-// the distinct addresses of the A records at its end, with the smallest TTL
-// seen along the way. Records off the chain are ignored: an upstream cannot
+// the distinct addresses of the records of type qtype (A or AAAA) at its
+// end, with the smallest TTL seen along the way. Records off the chain are ignored: an upstream cannot
 // attach an address to the asked name by adding an unrelated record.
 //
 // The addresses are returned flattened, as if name itself held them, so the
 // TTL must be the chain's minimum: a client then caches name → address no
 // longer than every link of the chain is valid.
-func chainAddrs(answer []dns.RR, name string) ([]netip.Addr, uint32) {
+func chainAddrs(answer []dns.RR, name string, qtype uint16) ([]netip.Addr, uint32) {
 	ttl := uint32(math.MaxUint32)
 	target := dns.Fqdn(name)
 	for range maxChain {
@@ -136,21 +144,36 @@ func chainAddrs(answer []dns.RR, name string) ([]netip.Addr, uint32) {
 
 	var addrs []netip.Addr
 	for _, rr := range answer {
-		a, ok := rr.(*dns.A)
-		if !ok || !strings.EqualFold(a.Hdr.Name, target) {
+		hdr := rr.Header()
+		if hdr.Rrtype != qtype || !strings.EqualFold(hdr.Name, target) {
 			continue
 		}
-		addr, ok := netip.AddrFromSlice(a.A.To4())
+		addr, ok := rrAddr(rr)
 		if !ok || slices.Contains(addrs, addr) {
 			continue
 		}
 		addrs = append(addrs, addr)
-		ttl = min(ttl, a.Hdr.Ttl)
+		ttl = min(ttl, hdr.Ttl)
 	}
 	if len(addrs) == 0 {
 		return nil, 0
 	}
 	return addrs, ttl
+}
+
+// rrAddr returns the address of an A or AAAA record. An A address is
+// plain IPv4; an AAAA address is IPv6 as given, even v4-mapped.
+func rrAddr(rr dns.RR) (netip.Addr, bool) {
+	switch rr := rr.(type) {
+	case *dns.A:
+		return netip.AddrFromSlice(rr.A.To4())
+	case *dns.AAAA:
+		if len(rr.AAAA) != net.IPv6len {
+			return netip.Addr{}, false
+		}
+		return netip.AddrFromSlice(rr.AAAA)
+	}
+	return netip.Addr{}, false
 }
 
 // cname returns the target and TTL of the CNAME record owned by owner.

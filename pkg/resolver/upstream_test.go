@@ -69,7 +69,7 @@ func TestChainAddrs(t *testing.T) {
 			for _, s := range tt.answer {
 				answer = append(answer, mustRR(s))
 			}
-			addrs, ttl := chainAddrs(answer, tt.qname)
+			addrs, ttl := chainAddrs(answer, tt.qname, dns.TypeA)
 
 			var got []string
 			for _, a := range addrs {
