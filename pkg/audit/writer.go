@@ -1,0 +1,150 @@
+package audit
+
+import (
+	"fmt"
+)
+
+// writer is the goroutine that owns the end of the chain. It alone assigns
+// seqs and hashes, writes the file and replaces the head, so none of its
+// fields need a lock.
+type writer struct {
+	l        *File
+	c        *chainer
+	maxBatch int
+
+	seq  uint64 // seq of the last record written
+	prev string // hash of the last record written
+
+	batch      []request // reused between commits
+	buf        []byte    // the lines of one commit, reused
+	headFailed bool      // the last head write failed; logged once per outage
+}
+
+// run commits batches until Close closes the queue and it is drained.
+func (w *writer) run() {
+	defer close(w.l.done)
+	for {
+		batch, open := w.collect()
+		w.batch = batch
+		if len(batch) > 0 {
+			w.commit(batch)
+		}
+		if !open {
+			return
+		}
+	}
+}
+
+// collect waits for one request, then takes whatever else is queued, up to
+// maxBatch, without waiting. Records that arrive while a commit's fsync
+// runs are thus taken together by the next one: that is the group commit.
+// It reports false once the queue is closed and empty.
+func (w *writer) collect() ([]request, bool) {
+	req, ok := <-w.l.queue
+	if !ok {
+		return nil, false
+	}
+	batch := append(w.batch[:0], req)
+	for len(batch) < w.maxBatch {
+		select {
+		case req, ok := <-w.l.queue:
+			if !ok {
+				return batch, false
+			}
+			batch = append(batch, req)
+		default:
+			return batch, true
+		}
+	}
+	return batch, true
+}
+
+// commit chains, writes and fsyncs one batch, tells the waiters, then
+// replaces the head.
+func (w *writer) commit(batch []request) {
+	defer clear(batch) // drop the records for the garbage collector
+
+	if err := w.l.brokenErr(); err != nil {
+		notify(batch, err)
+		return
+	}
+	seq, prev := w.chain(batch)
+	if err := w.write(); err != nil {
+		w.l.broken.CompareAndSwap(nil, &err)
+		notify(batch, err)
+		return
+	}
+
+	w.seq, w.prev = seq, prev
+	notify(batch, nil)
+	w.updateHead()
+}
+
+// chain gives each record of batch its seq, prev and hash, appends its line
+// to w.buf and returns the new end of the chain. A record that cannot be
+// encoded gets an error and no seq.
+func (w *writer) chain(batch []request) (uint64, string) {
+	seq, prev := w.seq, w.prev
+	w.buf = w.buf[:0]
+	for i := range batch {
+		r := &batch[i].rec
+		r.Seq, r.Prev = seq+1, prev
+
+		body, err := encodeBody(*r)
+		if err != nil {
+			// Not expected after validate; refuse the record, keep the chain.
+			batch[i].err = err
+			continue
+		}
+		r.Hash = w.c.recordHash(prev, body)
+		w.buf = appendLine(w.buf, body, r.Hash)
+		seq, prev = r.Seq, r.Hash
+	}
+	return seq, prev
+}
+
+// write appends w.buf to the file in one write and fsyncs it. Readers may
+// see the lines once written, before the fsync.
+func (w *writer) write() error {
+	if _, err := w.l.f.Write(w.buf); err != nil {
+		return fmt.Errorf("write audit log: %w: %w", ErrBroken, err)
+	}
+	w.l.size.Add(int64(len(w.buf)))
+
+	// After a failed fsync the kernel may have dropped the dirty pages, so
+	// a retry proves nothing (https://lwn.net/Articles/752063/): the log
+	// stops instead.
+	if err := w.l.f.Sync(); err != nil {
+		return fmt.Errorf("sync audit log: %w: %w", ErrBroken, err)
+	}
+	return nil
+}
+
+// updateHead names the end of the chain in the head file. A failure leaves
+// an older head, which weakens only truncation detection, so it is logged
+// and the log carries on.
+func (w *writer) updateHead() {
+	err := writeHead(w.l.headPath, w.c, w.seq, w.prev)
+	switch {
+	case err != nil && !w.headFailed:
+		w.l.log.Error("audit head not updated", logPath, w.l.headPath, logSeq, w.seq, logError, err)
+	case err == nil && w.headFailed:
+		w.l.log.Info("audit head updated again", logPath, w.l.headPath, logSeq, w.seq)
+	}
+	w.headFailed = err != nil
+}
+
+// notify sends every request of batch that waits for it its outcome: its
+// own error if it was refused, else err.
+func notify(batch []request, err error) {
+	for _, req := range batch {
+		if req.done == nil {
+			continue
+		}
+		if req.err != nil {
+			req.done <- req.err
+		} else {
+			req.done <- err
+		}
+	}
+}
