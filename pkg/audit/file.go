@@ -65,11 +65,11 @@ func (o *Options) validate() error {
 // that stalls stalls the callers with it rather than letting requests pass
 // unrecorded.
 //
-// TODO: the file is never rotated, so its size and the time Query and
-// Verify take checks grow with every record: about 300 bytes each, some
-// 9 GB a year at one record a second. Rotation needs the first record
-// of a new file to chain to the last of the old one, and a verifier that
-// walks the sequence of files.
+// TODO: the file is never rotated, so its size, and the time Query and
+// Verify take, grow with every record: about 300 bytes each, some 9 GB a
+// year at one record a second. Rotation needs the first record of a new
+// file to chain to the last of the old one, and a verifier that walks the
+// sequence of files.
 type File struct {
 	path     string
 	headPath string
