@@ -12,7 +12,7 @@ import "net/netip"
 // they reach nothing internal, and tests serve names on them.
 var internalPrefixes = []netip.Prefix{
 	// IPv4.
-	netip.MustParsePrefix("0.0.0.0/8"),      // "this network" (RFC 791); 0.0.0.0 reaches the host on Linux
+	netip.MustParsePrefix("0.0.0.0/8"),      // "this network" (RFC 791); 0.0.0.0 is the host on Linux
 	netip.MustParsePrefix("100.64.0.0/10"),  // shared address space for carrier-grade NAT (RFC 6598)
 	netip.MustParsePrefix("192.0.0.0/24"),   // IETF protocol assignments, such as DS-Lite (RFC 6890)
 	netip.MustParsePrefix("192.88.99.0/24"), // 6to4 relay anycast, deprecated (RFC 7526)
@@ -21,7 +21,7 @@ var internalPrefixes = []netip.Prefix{
 
 	// IPv6. v4-mapped ::ffff:0:0/96 is unmapped and judged as IPv4.
 	netip.MustParsePrefix("::/96"),          // IPv4-compatible, deprecated (RFC 4291); holds :: and ::1
-	netip.MustParsePrefix("64:ff9b:1::/48"), // local-use NAT64 (RFC 8215): translates into a local network
+	netip.MustParsePrefix("64:ff9b:1::/48"), // local-use NAT64 (RFC 8215): leads into a local network
 	netip.MustParsePrefix("100::/64"),       // discard-only (RFC 6666)
 	netip.MustParsePrefix("2001::/32"),      // Teredo tunnelling (RFC 4380)
 	netip.MustParsePrefix("2001:2::/48"),    // benchmarking (RFC 5180)
@@ -33,8 +33,8 @@ var internalPrefixes = []netip.Prefix{
 // Prefixes whose addresses embed an IPv4 address that a translator or relay
 // would deliver to. They are internal when the embedded address is.
 var (
-	nat64Prefix = netip.MustParsePrefix("64:ff9b::/96") // well-known NAT64 (RFC 6052): address in the last 32 bits
-	sixToFour   = netip.MustParsePrefix("2002::/16")    // 6to4 (RFC 3056): address in bits 16-47
+	nat64Prefix = netip.MustParsePrefix("64:ff9b::/96") // well-known NAT64 (RFC 6052): v4 in bits 96-127
+	sixToFour   = netip.MustParsePrefix("2002::/16")    // 6to4 (RFC 3056): v4 in bits 16-47
 )
 
 // permitted reports whether addr may be returned to a sandbox: it is not

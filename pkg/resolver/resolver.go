@@ -290,7 +290,8 @@ func (r *Resolver) respond(remote net.Addr, req *dns.Msg) *dns.Msg {
 	}
 	if !ok || pol.ID == "" {
 		r.stats.refused.Add(1)
-		r.deny(Denial{Name: questionName(req), Reason: ReasonUnknownSource}, logSource, src.String())
+		name, qtype := question(req)
+		r.deny(Denial{Name: name, Type: qtype, Reason: ReasonUnknownSource}, logSource, src.String())
 		return reply(req, dns.RcodeRefused)
 	}
 
@@ -316,7 +317,7 @@ func (r *Resolver) respond(remote net.Addr, req *dns.Msg) *dns.Msg {
 		return reply(req, rcode)
 	}
 
-	if q.Qtype == dns.TypeA || q.Qtype == dns.TypeAAAA && r.ipv6 {
+	if q.Qtype == dns.TypeA || (q.Qtype == dns.TypeAAAA && r.ipv6) {
 		return r.resolve(pol.ID, req)
 	}
 	// MX, TXT, HTTPS/SVCB and the rest, and AAAA without IPv6, get an empty
@@ -393,12 +394,14 @@ func sourceAddr(remote net.Addr) (netip.Addr, bool) {
 	return addr, addr.IsValid()
 }
 
-// questionName returns the normalised name of req's first question, or "".
-func questionName(req *dns.Msg) string {
+// question returns the normalised name and the type of req's first
+// question, or empty strings.
+func question(req *dns.Msg) (name, qtype string) {
 	if len(req.Question) == 0 {
-		return ""
+		return "", ""
 	}
-	return domain.Normalize(req.Question[0].Name)
+	q := req.Question[0]
+	return domain.Normalize(q.Name), typeString(q.Qtype)
 }
 
 func typeString(qtype uint16) string { return dns.Type(qtype).String() }

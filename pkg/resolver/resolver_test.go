@@ -44,13 +44,20 @@ func loopbackSandbox(allowed []string) fakeSandboxes {
 type upstream struct {
 	addr string
 
+	// gate, if not nil, holds every query for slow.example.test until it
+	// is closed.
+	gate chan struct{}
+
 	mu      sync.Mutex
 	queries map[string]int // "name/TYPE" → count; guarded by mu
 }
 
 // zone holds the fake upstream's records by lower-case owner name.
 var zone = map[string][]string{
-	"api.example.test.":     {"api.example.test. 300 IN A 198.51.100.10"},
+	"api.example.test.": {
+		"api.example.test. 300 IN A 198.51.100.10",
+		"api.example.test. 300 IN AAAA 2001:db8::10",
+	},
 	"alias.example.test.":   {"alias.example.test. 60 IN CNAME api.example.test."},
 	"alias2.example.test.":  {"alias2.example.test. 30 IN CNAME alias.example.test."},
 	"private.example.test.": {"private.example.test. 300 IN A 10.1.2.3"},
@@ -63,7 +70,26 @@ var zone = map[string][]string{
 	"loop.example.test.":  {"loop.example.test. 300 IN CNAME loop2.example.test."},
 	"loop2.example.test.": {"loop2.example.test. 300 IN CNAME loop.example.test."},
 	"big.example.test.":   bigRRset(100),
+	"mixed6.example.test.": {
+		"mixed6.example.test. 300 IN AAAA 2001:db8::20",
+		"mixed6.example.test. 300 IN AAAA ::1",
+		"mixed6.example.test. 300 IN AAAA fe80::1",
+		"mixed6.example.test. 300 IN AAAA fd00::1",
+		"mixed6.example.test. 300 IN AAAA ::ffff:10.0.0.1",
+		"mixed6.example.test. 300 IN AAAA 64:ff9b::a00:1",     // NAT64 of 10.0.0.1
+		"mixed6.example.test. 300 IN AAAA 64:ff9b::c633:6414", // NAT64 of 198.51.100.20
+	},
+	"weeks.example.test.":  {"weeks.example.test. 1814400 IN A 198.51.100.40"},
+	"zero.example.test.":   {"zero.example.test. 0 IN A 198.51.100.50"},
+	"nodata.example.test.": {"nodata.example.test. 300 IN TXT \"no address\""},
+	"slow.example.test.":   {"slow.example.test. 300 IN A 198.51.100.70"},
+	"public.open.test.":    {"public.open.test. 300 IN A 198.51.100.60"},
+	"private.open.test.":   {"private.open.test. 300 IN A 10.9.9.9"},
 }
+
+// negativeSOA is the SOA record the fake upstream sends with NXDOMAIN for
+// withsoa.example.test: negative answers live min(3600, 10) seconds.
+const negativeSOA = "example.test. 3600 IN SOA ns.example.test. host.example.test. 1 7200 900 1209600 10"
 
 func bigRRset(n int) []string {
 	var rrs []string
@@ -74,9 +100,15 @@ func bigRRset(n int) []string {
 }
 
 // startUpstream runs the fake upstream on 127.0.0.1 over UDP and TCP.
-func startUpstream(t *testing.T) *upstream {
+func startUpstream(t testing.TB) *upstream {
 	t.Helper()
-	u := &upstream{queries: make(map[string]int)}
+	return startGatedUpstream(t, nil)
+}
+
+// startGatedUpstream runs the fake upstream with gate (see upstream.gate).
+func startGatedUpstream(t testing.TB, gate chan struct{}) *upstream {
+	t.Helper()
+	u := &upstream{gate: gate, queries: make(map[string]int)}
 	pc, ln := listen(t)
 	u.addr = pc.LocalAddr().String()
 
@@ -100,12 +132,23 @@ func (u *upstream) serve(w dns.ResponseWriter, req *dns.Msg) {
 	u.queries[name+"/"+dns.TypeToString[q.Qtype]]++
 	u.mu.Unlock()
 
+	if name == "slow.example.test." && u.gate != nil {
+		<-u.gate
+	}
+
 	resp := new(dns.Msg)
 	resp.SetReply(req)
-	switch name {
-	case "servfail.example.test.":
+	switch {
+	case strings.HasPrefix(name, "bench-"):
+		if q.Qtype == dns.TypeA {
+			resp.Answer = append(resp.Answer, mustRR(name+" 300 IN A 198.51.100.80"))
+		}
+	case name == "withsoa.example.test.":
+		resp.Rcode = dns.RcodeNameError
+		resp.Ns = append(resp.Ns, mustRR(negativeSOA))
+	case name == "servfail.example.test.":
 		resp.Rcode = dns.RcodeServerFailure
-	case "stray.example.test.":
+	case name == "stray.example.test.":
 		// An answer that does not lead from the asked name anywhere.
 		resp.Answer = append(resp.Answer, mustRR("other.example.test. 300 IN A 198.51.100.99"))
 	default:
@@ -178,7 +221,7 @@ func (u *upstream) total() int {
 }
 
 // listen binds a UDP and a TCP socket on the same loopback port.
-func listen(t *testing.T) (net.PacketConn, net.Listener) {
+func listen(t testing.TB) (net.PacketConn, net.Listener) {
 	t.Helper()
 	for range 10 {
 		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
@@ -198,6 +241,7 @@ func listen(t *testing.T) (net.PacketConn, net.Listener) {
 
 // harness is a Resolver serving on loopback with its pins and captured logs.
 type harness struct {
+	r    *Resolver
 	addr string
 	pins *pin.Table
 	logs *logBuffer
@@ -221,6 +265,7 @@ func startResolver(t *testing.T, cfg Config) *harness {
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
+	h.r = r
 	pc, ln := listen(t)
 	h.addr = pc.LocalAddr().String()
 
@@ -260,12 +305,15 @@ func (h *harness) exchange(t *testing.T, network string, m *dns.Msg) *dns.Msg {
 	return resp
 }
 
-// answerAddrs returns the A records of resp as "owner address ttl".
+// answerAddrs returns the A and AAAA records of resp as "owner address".
 func answerAddrs(resp *dns.Msg) []string {
 	var out []string
 	for _, rr := range resp.Answer {
-		if a, ok := rr.(*dns.A); ok {
-			out = append(out, a.Hdr.Name+" "+a.A.String())
+		switch rr := rr.(type) {
+		case *dns.A:
+			out = append(out, rr.Hdr.Name+" "+rr.A.String())
+		case *dns.AAAA:
+			out = append(out, rr.Hdr.Name+" "+rr.AAAA.String())
 		}
 	}
 	return out
@@ -297,6 +345,97 @@ func (b *logBuffer) records(t *testing.T, msg string) []map[string]any {
 		if rec["msg"] == msg {
 			out = append(out, rec)
 		}
+	}
+	return out
+}
+
+// clock is a settable fake time source, shared by a Resolver and its pins.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func newClock() *clock { return &clock{now: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)} }
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+// Sources of the sandboxes direct tests query from.
+const (
+	srcSB1  = "127.0.0.1" // sb1, allowlist mode, defaultPolicy
+	srcSB2  = "127.0.0.2" // sb2, allowlist mode, defaultPolicy
+	srcOpen = "127.0.0.3" // sbOpen, open mode, allowed only api.example.test
+)
+
+// directSandboxes are the sandboxes at srcSB1, srcSB2 and srcOpen.
+var directSandboxes = fakeSandboxes{
+	netip.MustParseAddr(srcSB1):  {ID: "sb1", Allowed: defaultPolicy},
+	netip.MustParseAddr(srcSB2):  {ID: "sb2", Allowed: defaultPolicy},
+	netip.MustParseAddr(srcOpen): {ID: "sbOpen", Allowed: []string{"api.example.test"}, Open: true},
+}
+
+// direct is a Resolver called through ServeDNS, without sockets, on a fake
+// clock that its pin table shares.
+type direct struct {
+	r    *Resolver
+	pins *pin.Table
+	logs *logBuffer
+	clk  *clock
+}
+
+// newDirect returns a direct Resolver for cfg; Pins, Sandboxes (default
+// directSandboxes) and Logger are filled in when empty.
+func newDirect(t *testing.T, cfg Config) *direct {
+	t.Helper()
+	d := &direct{logs: &logBuffer{}, clk: newClock()}
+	if cfg.Pins == nil {
+		cfg.Pins = pin.New(pin.Config{Now: d.clk.Now})
+	}
+	if cfg.Sandboxes == nil {
+		cfg.Sandboxes = directSandboxes
+	}
+	cfg.Logger = slog.New(slog.NewJSONHandler(d.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	d.pins = cfg.Pins
+
+	r, err := New(cfg)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	r.now = d.clk.Now
+	d.r = r
+	t.Cleanup(func() { shutdown(t, r) })
+	return d
+}
+
+// query asks one question from src through ServeDNS, as over UDP with a
+// large EDNS0 buffer, and returns the reply.
+func (d *direct) query(t *testing.T, src, name string, qtype uint16) *dns.Msg {
+	t.Helper()
+	req := new(dns.Msg)
+	req.SetQuestion(dns.Fqdn(name), qtype)
+	req.SetEdns0(4096, false)
+	w := &recorder{remote: &net.UDPAddr{IP: net.ParseIP(src), Port: 5353}}
+	d.r.ServeDNS(w, req)
+	if w.reply == nil {
+		t.Fatalf("no reply to %s %s", name, dns.TypeToString[qtype])
+	}
+	return w.reply
+}
+
+// answerTTLs returns the TTLs of the records in resp's answer section.
+func answerTTLs(resp *dns.Msg) []uint32 {
+	var out []uint32
+	for _, rr := range resp.Answer {
+		out = append(out, rr.Header().Ttl)
 	}
 	return out
 }

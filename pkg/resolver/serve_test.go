@@ -26,7 +26,7 @@ func newTestResolver(t *testing.T, upstream string) *Resolver {
 	return r
 }
 
-func shutdown(t *testing.T, r *Resolver) {
+func shutdown(t testing.TB, r *Resolver) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

@@ -21,8 +21,10 @@ const (
 	// contain digits, though, while random hex, base32 and base64 labels
 	// nearly always do; with both tests, over 80% of random 16-byte labels
 	// and over 95% of 20-byte ones count, and region-style names such as
-	// "s3-website-us-east-1" are the usual false positives. The counters
-	// are a signal to look at, not a verdict.
+	// "s3-website-us-east-1" are the usual false positives. Hex of a few
+	// bytes of text is too regular to count (its digits repeat), though
+	// longer runs of it do. The counters are a signal to look at, not a
+	// verdict.
 	entropyMinLabel  = 16
 	entropyThreshold = 3.0
 )
