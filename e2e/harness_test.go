@@ -87,6 +87,7 @@ type agent struct {
 	dir      string
 	socket   string
 	cgroup   string
+	args     []string // keygated's flags, kept for restarts
 	cmd      *exec.Cmd
 	log      *syncBuffer // keygated's stderr
 	exited   chan struct{}
@@ -109,9 +110,8 @@ func startAgent(t *testing.T, w *testworld.World) *agent {
 		socket: filepath.Join(dir, "keygate.sock"),
 		cgroup: filepath.Join(root, "keygate-e2e-"+randHex(4)),
 		log:    &syncBuffer{},
-		exited: make(chan struct{}),
 	}
-	a.cmd = exec.Command(filepath.Join(binDir, "keygated"),
+	a.args = []string{
 		"--state-dir", filepath.Join(dir, "state"),
 		"--socket", a.socket,
 		"--upstream-dns", w.DNS.String(),
@@ -120,30 +120,49 @@ func startAgent(t *testing.T, w *testworld.World) *agent {
 		"--sandbox-cidr", "10.235.0.0/16",
 		"--cgroup-parent", a.cgroup,
 		"--log-level", "debug",
-	)
+	}
+	t.Cleanup(func() { a.stop() })
+	a.start()
+	return a
+}
+
+// start runs keygated with a.args and waits until its API answers.
+func (a *agent) start() {
+	t := a.t
+	t.Helper()
+	a.cmd = exec.Command(filepath.Join(binDir, "keygated"), a.args...)
 	a.cmd.Stdout, a.cmd.Stderr = a.log, a.log
+	a.exited = make(chan struct{})
+	a.stopOnce = sync.Once{}
 	if err := a.cmd.Start(); err != nil {
 		t.Fatalf("start keygated: %v", err)
 	}
+	exited := a.exited
 	go func() {
 		a.cmd.Wait()
-		close(a.exited)
+		close(exited)
 	}()
-	t.Cleanup(a.stop)
 
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
 		if _, _, code := a.kg("", "vault", "list"); code == 0 {
-			return a
+			return
 		}
 		select {
-		case <-a.exited:
+		case <-exited:
 			t.Fatalf("keygated exited during start:\n%s", a.log.String())
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
 	t.Fatalf("keygated not ready after 10s:\n%s", a.log.String())
-	return nil
+}
+
+// kill sends SIGKILL to keygated and waits for it to die: a crash.
+func (a *agent) kill() {
+	a.stopOnce.Do(func() {
+		a.cmd.Process.Kill()
+		<-a.exited
+	})
 }
 
 // stop sends SIGTERM and waits for a clean exit.

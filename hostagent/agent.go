@@ -15,11 +15,13 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vishvananda/netlink"
 
 	"github.com/keygate/keygate/bpf"
+	"github.com/keygate/keygate/pkg/audit"
 	"github.com/keygate/keygate/pkg/ca"
 	"github.com/keygate/keygate/pkg/cgroup"
 	"github.com/keygate/keygate/pkg/pin"
@@ -35,6 +37,8 @@ type Agent struct {
 
 	store        vault.Store
 	creds        *credCache // decrypted credentials; invalidated by every API change
+	audit        audit.Log
+	auditErrs    atomic.Int64 // hot-path audit appends that failed
 	ca           *ca.CA
 	bundle       string // sandbox trust bundle: system roots + host CA
 	resolv       string // resolv.conf shown to sandboxes
@@ -109,6 +113,15 @@ func (a *Agent) openState() error {
 		return err
 	}
 	a.creds = newCredCache(a.store, a.cfg.CredentialRefresh)
+	auditKey, err := audit.DeriveKey(key)
+	if err != nil {
+		return err
+	}
+	a.audit, err = audit.OpenFile(filepath.Join(a.cfg.StateDir, "audit.log"), auditKey,
+		audit.Options{Logger: a.log.With("subsystem", "audit")})
+	if err != nil {
+		return fmt.Errorf("open audit log: %w", err)
+	}
 	if a.ca, err = ca.LoadOrCreate(filepath.Join(a.cfg.StateDir, "ca")); err != nil {
 		return err
 	}
@@ -196,6 +209,7 @@ func (a *Agent) startProxy() error {
 		Credentials:   &credentials{reg: a.sandboxes, cache: a.creds},
 		UpstreamRoots: roots,
 		Logger:        a.log.With("subsystem", "proxy"),
+		OnDecision:    a.auditDecision,
 	})
 	if err != nil {
 		return err
@@ -324,6 +338,9 @@ func (a *Agent) Close() error {
 	}
 	if a.store != nil {
 		errs = append(errs, a.store.Close())
+	}
+	if a.audit != nil {
+		errs = append(errs, a.audit.Close())
 	}
 	os.Remove(a.cfg.Socket)
 	return errors.Join(errs...)

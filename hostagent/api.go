@@ -15,10 +15,12 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/keygate/keygate/pkg/api"
+	"github.com/keygate/keygate/pkg/audit"
 	"github.com/keygate/keygate/pkg/vault"
 )
 
@@ -53,6 +55,8 @@ func (a *Agent) startAPI() error {
 	mux.HandleFunc("PUT /v1/vaults/{vault}/credentials/{name}/secret", a.handleRotate)
 	mux.HandleFunc("DELETE /v1/vaults/{vault}/credentials/{name}", a.handleRemoveCredential)
 	mux.HandleFunc("GET /v1/sandboxes", a.handleListSandboxes)
+	mux.HandleFunc("GET /v1/audit", a.handleAudit)
+	mux.HandleFunc("POST /v1/audit/verify", a.handleAuditVerify)
 	mux.HandleFunc("POST /v1/run", a.handleRun)
 
 	a.api = &http.Server{
@@ -164,6 +168,10 @@ func (a *Agent) handleCreateVault(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.log.Info("vault created", "vault", req.Name)
+	if err := a.auditChange(r, audit.Record{Kind: audit.KindVaultCreate, Vault: req.Name}); err != nil {
+		writeError(w, http.StatusInternalServerError, err)
+		return
+	}
 	info, err := a.store.Vault(req.Name)
 	respond(w, http.StatusCreated, info, err)
 }
@@ -182,6 +190,11 @@ func (a *Agent) handleArchiveVault(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.log.Info("vault archived", "vault", name)
+	rec := audit.Record{Kind: audit.KindVaultArchive, Vault: name, Detail: "secrets purged"}
+	if err := a.auditChange(r, rec); err != nil {
+		writeError(w, http.StatusInternalServerError, err)
+		return
+	}
 	info, err := a.store.Vault(name)
 	respond(w, http.StatusOK, info, err)
 }
@@ -191,6 +204,7 @@ func (a *Agent) handleAddCredential(w http.ResponseWriter, r *http.Request) {
 	if !decode(w, r, &req) {
 		return
 	}
+	defer clear(req.Secret)
 	c := vault.Credential{
 		Vault: r.PathValue("vault"), Name: req.Name, Env: req.Env,
 		Domains: req.Domains, Header: req.Header, Prefix: req.PlaceholderPrefix, Query: req.Query,
@@ -200,6 +214,14 @@ func (a *Agent) handleAddCredential(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.log.Info("credential added", "vault", c.Vault, "credential", c.Name, "domains", c.Domains)
+	rec := audit.Record{
+		Kind: audit.KindCredentialAdd, Vault: c.Vault, Credential: c.Name,
+		Detail: "env " + c.Env + ", domains " + strings.Join(c.Domains, ","),
+	}
+	if err := a.auditChange(r, rec); err != nil {
+		writeError(w, http.StatusInternalServerError, err)
+		return
+	}
 	cred, err := a.store.Credential(c.Vault, c.Name)
 	respond(w, http.StatusCreated, cred, err)
 }
@@ -214,6 +236,7 @@ func (a *Agent) handleRotate(w http.ResponseWriter, r *http.Request) {
 	if !decode(w, r, &req) {
 		return
 	}
+	defer clear(req.Secret)
 	v, name := r.PathValue("vault"), r.PathValue("name")
 	cred, err := a.store.RotateCredential(v, name, req.Secret)
 	a.creds.invalidate() // before answering: the next request must read the new secret
@@ -222,6 +245,14 @@ func (a *Agent) handleRotate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.log.Info("credential rotated", "vault", v, "credential", name, "version", cred.Version)
+	rec := audit.Record{
+		Kind: audit.KindCredentialRotate, Vault: v, Credential: name,
+		Detail: "version " + strconv.FormatUint(cred.Version, 10),
+	}
+	if err := a.auditChange(r, rec); err != nil {
+		writeError(w, http.StatusInternalServerError, err)
+		return
+	}
 	respond(w, http.StatusOK, cred, nil)
 }
 
@@ -234,7 +265,54 @@ func (a *Agent) handleRemoveCredential(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.log.Info("credential removed", "vault", v, "credential", name)
+	rec := audit.Record{Kind: audit.KindCredentialRemove, Vault: v, Credential: name, Detail: "secret purged"}
+	if err := a.auditChange(r, rec); err != nil {
+		writeError(w, http.StatusInternalServerError, err)
+		return
+	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// handleAudit returns the audit records matching the query parameters
+// vault, since (RFC 3339), kind (repeatable) and limit.
+func (a *Agent) handleAudit(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	f := audit.Filter{Vault: q.Get("vault")}
+	if s := q.Get("since"); s != "" {
+		t, err := time.Parse(time.RFC3339Nano, s)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, fmt.Errorf("since %q: want an RFC 3339 time", s))
+			return
+		}
+		f.Since = t
+	}
+	for _, k := range q["kind"] {
+		f.Kinds = append(f.Kinds, audit.Kind(k))
+	}
+	if s := q.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 0 {
+			writeError(w, http.StatusBadRequest, fmt.Errorf("limit %q: want a count", s))
+			return
+		}
+		f.Limit = n
+	}
+	recs, err := a.audit.Query(f)
+	if recs == nil {
+		recs = []audit.Record{}
+	}
+	respond(w, http.StatusOK, recs, err)
+}
+
+// handleAuditVerify checks the whole chain. A log that does not verify is
+// a successful call with a report that says so; only I/O errors fail.
+func (a *Agent) handleAuditVerify(w http.ResponseWriter, r *http.Request) {
+	rep, err := a.audit.Verify()
+	if err != nil && !errors.Is(err, audit.ErrTampered) {
+		writeError(w, http.StatusInternalServerError, fmt.Errorf("verify audit log: %w", err))
+		return
+	}
+	respond(w, http.StatusOK, rep, nil)
 }
 
 func (a *Agent) handleListSandboxes(w http.ResponseWriter, r *http.Request) {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/keygate/keygate/bpf"
 	"github.com/keygate/keygate/pkg/api"
+	"github.com/keygate/keygate/pkg/audit"
 	"github.com/keygate/keygate/pkg/cgroup"
 	"github.com/keygate/keygate/pkg/domain"
 	"github.com/keygate/keygate/pkg/netns"
@@ -96,14 +97,19 @@ func (r *registry) add(s *sandbox) {
 	}
 }
 
-func (r *registry) remove(s *sandbox) {
+// remove unregisters s and reports whether it was registered.
+func (r *registry) remove(s *sandbox) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if _, ok := r.byID[s.id]; !ok {
+		return false
+	}
 	delete(r.byID, s.id)
 	delete(r.byAddr, s.addr)
 	for id := range s.bindings {
 		delete(r.placeholders, id)
 	}
+	return true
 }
 
 func (r *registry) bySource(addr netip.Addr) (*sandbox, bool) {
@@ -238,13 +244,16 @@ func (a *Agent) createSandbox(p *sandboxPlan) (s *sandbox, err error) {
 	a.sandboxes.add(s)
 	a.log.Info("sandbox created", "sandbox", s.id, "addr", s.addr,
 		"vaults", s.vaults, "credentials", len(s.bindings))
+	a.auditSandbox(s, audit.KindSandboxCreate)
 	return s, nil
 }
 
 // teardown removes everything a sandbox holds; it is safe on a partly
 // created sandbox and idempotent.
 func (a *Agent) teardown(s *sandbox) {
-	a.sandboxes.remove(s)
+	if a.sandboxes.remove(s) {
+		a.auditSandbox(s, audit.KindSandboxRemove)
+	}
 	a.pins.DropSandbox(s.id)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -7,6 +7,7 @@ package api
 import (
 	"time"
 
+	"github.com/keygate/keygate/pkg/audit"
 	"github.com/keygate/keygate/pkg/vault"
 )
 
@@ -17,10 +18,13 @@ const DefaultSocket = "/run/keygate/keygate.sock"
 const SocketEnv = "KEYGATE_SOCKET"
 
 // Vault and Credential are the vault package's metadata types; neither has
-// a field for the secret.
+// a field for the secret. AuditRecord and AuditReport are the audit log's
+// record and verification report (GET /v1/audit, POST /v1/audit/verify).
 type (
-	Vault      = vault.Info
-	Credential = vault.Credential
+	Vault       = vault.Info
+	Credential  = vault.Credential
+	AuditRecord = audit.Record
+	AuditReport = audit.Report
 )
 
 // CreateVaultRequest is the body of POST /v1/vaults.

@@ -175,10 +175,13 @@ func newFlagSet(name, usage string, stdout io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {
-		fmt.Fprintf(stdout, "usage: keygate %s\n", usage)
+		fmt.Fprintf(stdout, "usage: keygate %s\n\nFlags:\n", usage)
 		fs.SetOutput(stdout)
 		fs.PrintDefaults()
 		fs.SetOutput(io.Discard)
+		if ex, ok := examples[name]; ok {
+			fmt.Fprintf(stdout, "\nExamples:\n  %s\n", ex)
+		}
 	}
 	return fs
 }
@@ -188,8 +191,7 @@ func newFlagSet(name, usage string, stdout io.Writer) *flag.FlagSet {
 func parse(fs *flag.FlagSet, args []string) (pos, tail []string, err error) {
 	pos, tail, err = parseInterspersed(fs, args)
 	if errors.Is(err, flag.ErrHelp) {
-		fs.Usage()
-		return nil, nil, err
+		return nil, nil, err // the flag package has printed fs.Usage
 	}
 	if err != nil {
 		return nil, nil, usageError("%s: %v", fs.Name(), err)

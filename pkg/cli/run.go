@@ -110,10 +110,6 @@ func runSandbox(e *env, args []string) (int, error) {
 	return ExitOK, tw.Flush()
 }
 
-func runAudit(e *env, args []string) (int, error) {
-	return ExitFailure, fmt.Errorf("audit: the audit log is not implemented in this build yet; decisions are logged by keygated")
-}
-
 func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")

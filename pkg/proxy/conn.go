@@ -49,7 +49,7 @@ func (p *Proxy) handleConn(c net.Conn) {
 	src := addrPortOf(c.RemoteAddr())
 	ci, d := p.identify(src)
 	if d != nil {
-		p.logConn(src, "", d, start)
+		p.decide(connDecision(nil, src, d, start))
 		c.Close()
 		return
 	}
@@ -57,13 +57,13 @@ func (p *Proxy) handleConn(c net.Conn) {
 	c.SetDeadline(start.Add(p.cfg.HandshakeTimeout))
 	hello, rc, err := peekClientHello(c)
 	if err != nil {
-		p.logConn(src, ci.sb.ID(), deny(ReasonNotTLS, "%v", err), start)
+		p.decide(connDecision(ci, src, deny(ReasonNotTLS, "%v", err), start))
 		c.Close()
 		return
 	}
 	ci.sni = domain.Normalize(hello.ServerName)
 	if ci.sni == "" {
-		p.logConn(src, ci.sb.ID(), deny(ReasonNoSNI, "TLS without a server name to %s", ci.dst), start)
+		p.decide(connDecision(ci, src, deny(ReasonNoSNI, "TLS without a server name to %s", ci.dst), start))
 		c.Close()
 		return
 	}
@@ -110,12 +110,6 @@ func (p *Proxy) checkDestination(ci *connInfo) *denial {
 		return deny(ReasonNotPinned, "%s was not resolved to %s by keygate for this sandbox", ci.sni, ci.dst.Addr())
 	}
 	return nil
-}
-
-func (p *Proxy) logConn(src netip.AddrPort, sandbox string, d *denial, start time.Time) {
-	p.log.Warn("connection refused",
-		"sandbox", sandbox, "src", src, "reason", d.reason, "detail", d.msg,
-		"duration", time.Since(start))
 }
 
 func addrPortOf(a net.Addr) netip.AddrPort {

@@ -42,6 +42,8 @@ var (
 type denial struct {
 	reason Reason
 	msg    string
+	vault  string // the credential concerned, if any, for the audit record
+	cred   string
 }
 
 func (d *denial) Error() string { return fmt.Sprintf("%s: %s", d.reason, d.msg) }
@@ -67,6 +69,15 @@ func (e *CredentialError) Unwrap() error { return e.Err }
 // credentialDenial maps an error from Credentials to a refusal. It is the
 // one place that decides how a credential failure looks to the sandbox.
 func credentialDenial(err error) *denial {
+	d := credentialDenialMsg(err)
+	var ce *CredentialError
+	if errors.As(err, &ce) {
+		d.vault, d.cred = ce.Vault, ce.Credential
+	}
+	return d
+}
+
+func credentialDenialMsg(err error) *denial {
 	name := "a credential in this request"
 	var ce *CredentialError
 	if errors.As(err, &ce) {

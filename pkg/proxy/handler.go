@@ -4,7 +4,6 @@ import (
 	"net"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/keygate/keygate/pkg/domain"
@@ -30,7 +29,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	} else {
 		p.rp.ServeHTTP(sw, r)
 	}
-	p.logRequest(ci, r, sw, in.used, d, start)
+	p.decide(requestDecision(ci, r, sw, in.used, d, start))
 }
 
 // checkHost requires the request's Host (or :authority) to name the TLS
@@ -47,32 +46,6 @@ func checkHost(ci *connInfo, hostport string) *denial {
 		return deny(ReasonHostMismatch, "Host port %s does not match the port dialled (%d)", port, ci.dst.Port())
 	}
 	return nil
-}
-
-// logRequest writes the request's decision record: who, where, which
-// credentials by name, the outcome and timings; never header values, never
-// the query string.
-func (p *Proxy) logRequest(ci *connInfo, r *http.Request, sw *statusWriter, creds []string, d *denial, start time.Time) {
-	attrs := []any{
-		"sandbox", ci.sb.ID(),
-		"host", ci.sni,
-		"dst", ci.dst,
-		"method", r.Method,
-		"path", r.URL.Path,
-		"credentials", strings.Join(creds, ","),
-		"status", sw.status,
-		"bytes", sw.bytes,
-		"duration", time.Since(start),
-	}
-	if d != nil {
-		p.log.Warn("request denied", append(attrs, "reason", d.reason, "detail", d.msg)...)
-		return
-	}
-	outcome := "forwarded"
-	if len(creds) > 0 {
-		outcome = "injected"
-	}
-	p.log.Info("request "+outcome, attrs...)
 }
 
 // statusWriter records the status and body size of a response. Unwrap

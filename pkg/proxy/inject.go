@@ -125,8 +125,10 @@ func (in *injection) replace(s string, loc location) (string, *denial) {
 			return "", d
 		}
 		if loc == inQuery && !bind.Query {
-			return "", deny(ReasonPlaceholderInURL,
+			d := deny(ReasonPlaceholderInURL,
 				"credential %q is substituted in headers only, not in the query string", bind.Credential)
+			d.vault, d.cred = bind.Vault, bind.Credential
+			return "", d
 		}
 		secret, d := in.secretFor(tok.ID, bind)
 		if d != nil {
@@ -155,7 +157,9 @@ func (in *injection) lookup(id string) (Binding, *denial) {
 		return Binding{}, credentialDenial(err)
 	}
 	if !domain.MatchAny(b.Domains, in.host) {
-		return Binding{}, deny(ReasonUnapprovedHost, "credential %q is not approved for %s", b.Credential, in.host)
+		d := deny(ReasonUnapprovedHost, "credential %q is not approved for %s", b.Credential, in.host)
+		d.vault, d.cred = b.Vault, b.Credential
+		return Binding{}, d
 	}
 	return b, nil
 }

@@ -78,6 +78,10 @@ type Config struct {
 	Credentials   Credentials
 	UpstreamRoots *x509.CertPool // nil = system roots
 	Logger        *slog.Logger   // nil = discard
+	// OnDecision, if set, receives every Decision after it is logged, on
+	// the request's goroutine; the agent audits them. It must not block
+	// for long.
+	OnDecision func(Decision)
 
 	HandshakeTimeout time.Duration // ClientHello and handshake; 0 = 10s
 	IdleTimeout      time.Duration // keep-alive idle; 0 = 90s

