@@ -84,6 +84,8 @@ const (
 	logDropped    = "dropped"
 	logSuppressed = "suppressed"
 	logCached     = "cached"
+	logLong       = "long"
+	logEncoded    = "encoded"
 	logError      = "err"
 )
 
@@ -188,11 +190,15 @@ func (c *Config) validate() error {
 	if c.Pins == nil {
 		return fmt.Errorf("%w: no pin table", ErrConfig)
 	}
-	if c.Timeout < 0 || c.NegativeTTL < 0 {
-		return fmt.Errorf("%w: negative duration", ErrConfig)
-	}
-	if c.CacheSize < 0 || c.RecordRate < 0 {
-		return fmt.Errorf("%w: negative size or rate", ErrConfig)
+	switch {
+	case c.Timeout < 0:
+		return fmt.Errorf("%w: negative timeout %v", ErrConfig, c.Timeout)
+	case c.NegativeTTL < 0:
+		return fmt.Errorf("%w: negative NegativeTTL %v", ErrConfig, c.NegativeTTL)
+	case c.CacheSize < 0:
+		return fmt.Errorf("%w: negative cache size %d", ErrConfig, c.CacheSize)
+	case c.RecordRate < 0:
+		return fmt.Errorf("%w: negative record rate %d", ErrConfig, c.RecordRate)
 	}
 	return nil
 }

@@ -952,6 +952,13 @@ func TestNewValidates(t *testing.T) {
 		{"no sandboxes", Config{Upstream: "127.0.0.1:53", Pins: pins}, false},
 		{"no pins", Config{Upstream: "127.0.0.1:53", Sandboxes: sandboxes}, false},
 		{"negative timeout", Config{Upstream: "127.0.0.1:53", Sandboxes: sandboxes, Pins: pins, Timeout: -1}, false},
+		{"negative ttl", Config{Upstream: "127.0.0.1:53", Sandboxes: sandboxes, Pins: pins, NegativeTTL: -1}, false},
+		{"negative cache", Config{Upstream: "127.0.0.1:53", Sandboxes: sandboxes, Pins: pins, CacheSize: -1}, false},
+		{"negative rate", Config{Upstream: "127.0.0.1:53", Sandboxes: sandboxes, Pins: pins, RecordRate: -1}, false},
+		{"all knobs", Config{
+			Upstream: "127.0.0.1:53", Sandboxes: sandboxes, Pins: pins, IPv6: true, Timeout: time.Second,
+			CacheSize: 10, NegativeTTL: time.Second, RecordRate: 1, OnDeny: func(Denial) {},
+		}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -39,8 +39,8 @@ func (r *Resolver) inspect(sandbox, name string) {
 		r.stats.suspiciousEntropy.Add(1)
 	}
 	if long || encoded {
-		r.log.Debug("dns query name suspicious", logSandbox, sandbox, logName, name,
-			"long", long, "encoded", encoded)
+		r.log.Debug("dns query name suspicious",
+			logSandbox, sandbox, logName, name, logLong, long, logEncoded, encoded)
 	}
 }
 
