@@ -161,3 +161,23 @@ func TestAuditTrail(t *testing.T) {
 		}
 	})
 }
+
+// TestAuditDNSDenial checks that a lookup of a name outside the policy is
+// audited with the sandbox, the name and the reason.
+func TestAuditDNSDenial(t *testing.T) {
+	w := world(t)
+	a := startAgent(t, w)
+	name := "exfil-" + randHex(8) + "." + w.Zone
+	if _, errOut, code := a.run(nil, "dig +short +tries=1 +time=3 TXT "+name+"; true"); code != 0 {
+		t.Fatalf("sandbox: exit %d: %s", code, errOut)
+	}
+	recs := a.auditRecords(t, "--kind", "dns.deny")
+	if countKind(recs, "dns.deny", func(r auditRecord) bool { return r.Host == name && r.Sandbox != "" && r.Reason != "" }) == 0 {
+		t.Fatalf("no dns.deny record for %s in %+v", name, recs)
+	}
+	for _, q := range w.DNSQueries() {
+		if strings.Contains(q.Name, "exfil-") {
+			t.Fatalf("the world's DNS server saw %s", q.Name)
+		}
+	}
+}

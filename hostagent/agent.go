@@ -170,6 +170,7 @@ func (a *Agent) startResolver() error {
 		Sandboxes:    resolverView{a.sandboxes},
 		Pins:         a.pins,
 		AllowPrivate: a.cfg.AllowPrivate,
+		OnDeny:       a.auditDNSDenial,
 		Logger:       a.log,
 	})
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/keygate/keygate/pkg/audit"
 	"github.com/keygate/keygate/pkg/proxy"
+	"github.com/keygate/keygate/pkg/resolver"
 )
 
 // auditTimeout bounds how long an API change waits for its audit record to
@@ -91,4 +92,17 @@ func (a *Agent) auditSandbox(s *sandbox, kind audit.Kind) {
 		rec.Vault = v
 		a.appendAudit(rec)
 	}
+}
+
+// auditDNSDenial records a lookup the resolver refused; the resolver
+// rate-limits these per sandbox and says how many it suppressed.
+func (a *Agent) auditDNSDenial(d resolver.Denial) {
+	rec := audit.Record{
+		Kind: audit.KindDNSDeny, Actor: d.Sandbox, Sandbox: d.Sandbox, Host: d.Name,
+		Reason: d.Reason, Detail: "type " + d.Type,
+	}
+	if d.Suppressed > 0 {
+		rec.Detail += fmt.Sprintf("; %d similar denials suppressed before this one", d.Suppressed)
+	}
+	a.appendAudit(rec)
 }
