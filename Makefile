@@ -1,9 +1,12 @@
 # keygate — common tasks. `make test` and `make demo` need root.
 
 GO      ?= go
+PREFIX  ?= /usr/local
+DESTDIR ?=
+UNITDIR ?= /etc/systemd/system
 export PATH := /usr/local/go/bin:$(PATH)
 
-.PHONY: all build generate check-generate lint test test-unit demo clean
+.PHONY: all build generate check-generate lint test test-unit demo install clean
 
 all: build
 
@@ -41,6 +44,25 @@ test-unit:
 demo: build
 	$(GO) build -o bin/testworld ./scripts/testworld
 	./scripts/demo.sh
+
+## install: bin/keygate and bin/keygated to PREFIX/bin, keygated.service to UNITDIR (root;
+## DESTDIR stages). Files already identical are left untouched, and systemd is told
+## only when the unit changed.
+install: build
+	@set -e; \
+	sed 's|/usr/local/bin/|$(PREFIX)/bin/|g' scripts/keygated.service >bin/keygated.service; \
+	put() { \
+		if cmp -s "$$2" "$$3" && [ "$$(stat -c %a "$$3")" = "$${1#0}" ]; then \
+			echo "install: $$3 unchanged"; return 1; \
+		fi; \
+		install -D -m "$$1" "$$2" "$$3"; echo "install: $$3 installed"; \
+	}; \
+	put 0755 bin/keygate '$(DESTDIR)$(PREFIX)/bin/keygate' || true; \
+	put 0755 bin/keygated '$(DESTDIR)$(PREFIX)/bin/keygated' || true; \
+	if put 0644 bin/keygated.service '$(DESTDIR)$(UNITDIR)/keygated.service' \
+		&& [ -z '$(DESTDIR)' ] && [ -d /run/systemd/system ]; then \
+		echo "install: systemctl daemon-reload"; systemctl daemon-reload; \
+	fi
 
 clean:
 	rm -rf bin
