@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strings"
 	"time"
 )
 
@@ -19,8 +20,14 @@ const maxBody = 1 << 20
 // body, whatever was asked. Tests judge behaviour from the recordings, so the
 // servers do not enforce anything themselves.
 type recordingHandler struct {
-	server string // world host name, e.g. "api.example.test"
+	server string         // world host name requests are filed under, e.g. "api.example.test"
+	dst    netip.AddrPort // the listener's address, recorded as Request.Dst
 	rec    *recorder
+
+	// sniServer, if not empty, is a second name this listener serves: a
+	// request that came over TLS with it as the server name is filed under
+	// sniServer instead of server.
+	sniServer string
 }
 
 var _ http.Handler = (*recordingHandler)(nil)
@@ -38,30 +45,35 @@ func (h *recordingHandler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		Trailer: r.Trailer.Clone(),
 		Body:    body,
 		Proto:   r.Proto,
+		Dst:     h.dst,
 		Time:    time.Now(),
 	}
 	if src, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
 		req.Src = unmapPort(src)
 	}
+	server := h.server
 	if r.TLS != nil {
 		req.TLS = true
 		req.SNI = r.TLS.ServerName
+		if h.sniServer != "" && strings.EqualFold(req.SNI, h.sniServer) {
+			server = h.sniServer
+		}
 	}
-	h.rec.addRequest(h.server, req)
+	h.rec.addRequest(server, req)
 
 	rw.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(rw).Encode(map[string]string{
-		"server": h.server,
+		"server": server,
 		"method": r.Method,
 		"path":   req.Path,
 	})
 }
 
-// newHTTPServer returns a server for host that records into rec. With a
-// certificate it serves HTTPS, offering HTTP/2 and HTTP/1.1 through ALPN.
-func newHTTPServer(host string, rec *recorder, cert *tls.Certificate) *http.Server {
+// newHTTPServer returns a server for h. With a certificate it serves HTTPS,
+// offering HTTP/2 and HTTP/1.1 through ALPN.
+func newHTTPServer(h *recordingHandler, cert *tls.Certificate) *http.Server {
 	srv := &http.Server{
-		Handler: &recordingHandler{server: host, rec: rec},
+		Handler: h,
 		// Failed handshakes are expected (tests present the wrong CA on
 		// purpose); the library must not write to the process's log.
 		ErrorLog:          log.New(io.Discard, "", 0),

@@ -13,32 +13,48 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // netnsDir is where named namespaces are bind-mounted, as `ip netns` expects.
 const netnsDir = "/run/netns"
 
-// linkUpTimeout bounds the wait for the veth to report carrier.
+// linkUpTimeout bounds the wait for the veth to report carrier and for its
+// addresses to become usable.
 const linkUpTimeout = 5 * time.Second
 
 // network is the world's namespace and the veth pair joining it to the host.
 type network struct {
-	name     string
-	hostLink string         // "<name>h", in the host namespace
-	ns       netns.NsHandle // open handle on the world namespace
+	name      string
+	hostLink  string         // "<name>h", in the host namespace
+	worldLink string         // "<name>w", in the world namespace
+	ns        netns.NsHandle // open handle on the world namespace
+	hostIndex int            // index of hostLink, or 0 before it exists
+	routes    []netip.Prefix // host routes into the world added so far
 }
 
 // openNetwork creates the named namespace and a veth pair: the host end gets
-// host and comes up, giving the host a connected route into the world; the
-// world end gets the world addresses, and the world routes everything back to host.
-// Leftovers of an earlier run with the same name are removed first.
-func openNetwork(name string, host netip.Prefix, world []netip.Prefix) (_ *network, err error) {
-	n := &network{name: name, hostLink: name + "h", ns: netns.None()}
+// plan.host and comes up, giving the host a connected route into the world
+// for each family; the world end gets plan.world, and the world routes
+// everything back to plan.gateways. Then the host routes plan.routes into
+// the world. Leftovers of an earlier run with the same name are removed
+// first.
+func openNetwork(name string, plan netPlan) (_ *network, err error) {
+	n := &network{name: name, hostLink: name + "h", worldLink: name + "w", ns: netns.None()}
 	if err := n.removeStale(); err != nil {
 		return nil, err
 	}
-	if err := checkPrefixFree(host); err != nil {
-		return nil, err
+	for _, p := range plan.host {
+		if err := checkPrefixFree(p); err != nil {
+			return nil, err
+		}
+	}
+	// Checked now, too, so that a world whose stand-ins are taken fails
+	// before it creates anything.
+	for _, dst := range plan.routes {
+		if _, err := n.routeHeld(dst); err != nil {
+			return nil, err
+		}
 	}
 
 	defer func() {
@@ -52,45 +68,76 @@ func openNetwork(name string, host netip.Prefix, world []netip.Prefix) (_ *netwo
 
 	veth := &netlink.Veth{
 		LinkAttrs:     netlink.LinkAttrs{Name: n.hostLink},
-		PeerName:      name + "w",
+		PeerName:      n.worldLink,
 		PeerNamespace: netlink.NsFd(n.ns),
 	}
 	if err := netlink.LinkAdd(veth); err != nil {
 		return nil, fmt.Errorf("create veth %s: %w", n.hostLink, err)
 	}
-	if err := configureLink(nil, n.hostLink, []netip.Prefix{host}); err != nil {
+	if err := n.configureHost(plan.host); err != nil {
 		return nil, err
 	}
-
-	if err := n.configureWorld(name+"w", host.Addr(), world); err != nil {
+	if err := n.configureWorld(plan.world, plan.gateways); err != nil {
 		return nil, err
 	}
-	return n, waitLinkUp(n.hostLink)
+	if err := waitLinkUp(n.hostLink); err != nil {
+		return nil, err
+	}
+	if err := n.waitAddrsUsable(plan); err != nil {
+		return nil, err
+	}
+	return n, n.addRoutes(plan.routes, plan.src)
 }
 
-// configureWorld brings up lo and the world end of the veth, and adds the
-// default route back to the host.
-func (n *network) configureWorld(link string, gw netip.Addr, addrs []netip.Prefix) error {
+// configureHost enables IPv6 on the host end if it gets IPv6 addresses, adds
+// them and sets the link up.
+func (n *network) configureHost(addrs []netip.Prefix) error {
+	link, err := netlink.LinkByName(n.hostLink)
+	if err != nil {
+		return fmt.Errorf("find link %s: %w", n.hostLink, err)
+	}
+	n.hostIndex = link.Attrs().Index
+
+	if hasIPv6(addrs) {
+		if err := enableIPv6(n.hostLink); err != nil {
+			return err
+		}
+	}
+	return configureLink(nil, n.hostLink, addrs)
+}
+
+// configureWorld brings up lo and the world end of the veth, and adds a
+// default route back to the host for each gateway.
+func (n *network) configureWorld(addrs []netip.Prefix, gateways []netip.Addr) error {
 	h, err := netlink.NewHandleAt(n.ns)
 	if err != nil {
 		return fmt.Errorf("open netlink in world %s: %w", n.name, err)
 	}
 	defer h.Close()
 
+	if hasIPv6(addrs) {
+		// The sysctl tree under /proc/sys/net belongs to the namespace of
+		// the thread that opens it, so this must run inside the world.
+		if err := n.do(func() error { return enableIPv6(n.worldLink) }); err != nil {
+			return err
+		}
+	}
 	if err := configureLink(h, "lo", nil); err != nil {
 		return err
 	}
-	if err := configureLink(h, link, addrs); err != nil {
+	if err := configureLink(h, n.worldLink, addrs); err != nil {
 		return err
 	}
 
-	peer, err := h.LinkByName(link)
+	peer, err := h.LinkByName(n.worldLink)
 	if err != nil {
-		return fmt.Errorf("find %s in world: %w", link, err)
+		return fmt.Errorf("find %s in world: %w", n.worldLink, err)
 	}
-	route := &netlink.Route{LinkIndex: peer.Attrs().Index, Gw: net.IP(gw.AsSlice())}
-	if err := h.RouteAdd(route); err != nil {
-		return fmt.Errorf("add default route via %s in world: %w", gw, err)
+	for _, gw := range gateways {
+		route := &netlink.Route{LinkIndex: peer.Attrs().Index, Gw: net.IP(gw.AsSlice())}
+		if err := h.RouteAdd(route); err != nil {
+			return fmt.Errorf("add default route via %s in world: %w", gw, err)
+		}
 	}
 	return nil
 }
@@ -106,13 +153,42 @@ func configureLink(h *netlink.Handle, name string, addrs []netip.Prefix) error {
 		return fmt.Errorf("find link %s: %w", name, err)
 	}
 	for _, p := range addrs {
-		ipnet := &net.IPNet{IP: net.IP(p.Addr().AsSlice()), Mask: net.CIDRMask(p.Bits(), 32)}
-		if err := h.AddrAdd(link, &netlink.Addr{IPNet: ipnet}); err != nil {
+		if err := h.AddrAdd(link, netlinkAddr(p)); err != nil {
 			return fmt.Errorf("add %s to %s: %w", p, name, err)
 		}
 	}
 	if err := h.LinkSetUp(link); err != nil {
 		return fmt.Errorf("set %s up: %w", name, err)
+	}
+	return nil
+}
+
+// netlinkAddr converts p. IPv6 addresses skip duplicate address detection,
+// which would otherwise keep them unusable (tentative) for about a second
+// after the link comes up; nothing else on the veth can hold them.
+func netlinkAddr(p netip.Prefix) *netlink.Addr {
+	addr := &netlink.Addr{IPNet: ipNet(p)}
+	if p.Addr().Is6() {
+		addr.Flags = unix.IFA_F_NODAD
+	}
+	return addr
+}
+
+func hasIPv6(addrs []netip.Prefix) bool {
+	for _, p := range addrs {
+		if p.Addr().Is6() {
+			return true
+		}
+	}
+	return false
+}
+
+// enableIPv6 clears disable_ipv6 on link, which a host may set by default for
+// new interfaces, in the namespace of the calling thread.
+func enableIPv6(link string) error {
+	path := filepath.Join("/proc/sys/net/ipv6/conf", link, "disable_ipv6")
+	if err := os.WriteFile(path, []byte("0"), 0o644); err != nil {
+		return fmt.Errorf("enable IPv6 on %s (set Config.NoIPv6 to do without): %w", link, err)
 	}
 	return nil
 }
@@ -136,16 +212,77 @@ func waitLinkUp(name string) error {
 	}
 }
 
+// waitAddrsUsable waits until no IPv6 address of either veth end is still
+// tentative. Even without duplicate address detection, the kernel keeps an
+// address tentative until its link has carrier, and a socket cannot bind a
+// tentative address.
+func (n *network) waitAddrsUsable(plan netPlan) error {
+	h, err := netlink.NewHandleAt(n.ns)
+	if err != nil {
+		return fmt.Errorf("open netlink in world %s: %w", n.name, err)
+	}
+	defer h.Close()
+
+	if err := waitNotTentative(&netlink.Handle{}, n.hostLink, plan.host); err != nil {
+		return err
+	}
+	return waitNotTentative(h, n.worldLink, plan.world)
+}
+
+func waitNotTentative(h *netlink.Handle, name string, want []netip.Prefix) error {
+	link, err := h.LinkByName(name)
+	if err != nil {
+		return fmt.Errorf("find link %s: %w", name, err)
+	}
+	deadline := time.Now().Add(linkUpTimeout)
+	for {
+		pending, err := tentativeAddrs(h, link, want)
+		if err != nil {
+			return err
+		}
+		if len(pending) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("addresses %v on %s not usable after %v", pending, name, linkUpTimeout)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// tentativeAddrs returns the IPv6 addresses of want that link lacks or holds
+// only tentatively.
+func tentativeAddrs(h *netlink.Handle, link netlink.Link, want []netip.Prefix) ([]netip.Addr, error) {
+	addrs, err := h.AddrList(link, netlink.FAMILY_V6)
+	if err != nil {
+		return nil, fmt.Errorf("list addresses of %s: %w", link.Attrs().Name, err)
+	}
+	usable := make(map[netip.Addr]bool)
+	for _, a := range addrs {
+		ip, ok := netip.AddrFromSlice(a.IP)
+		if ok && a.Flags&(unix.IFA_F_TENTATIVE|unix.IFA_F_DADFAILED) == 0 {
+			usable[ip] = true
+		}
+	}
+	var pending []netip.Addr
+	for _, p := range want {
+		if p.Addr().Is6() && !usable[p.Addr()] {
+			pending = append(pending, p.Addr())
+		}
+	}
+	return pending, nil
+}
+
 // checkPrefixFree fails if a host address already falls inside p, which
 // would mean another world (or something else) owns the subnet.
 func checkPrefixFree(p netip.Prefix) error {
-	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
+	addrs, err := netlink.AddrList(nil, netlink.FAMILY_ALL)
 	if err != nil {
 		return fmt.Errorf("list host addresses: %w", err)
 	}
 	for _, a := range addrs {
-		ip, ok := netip.AddrFromSlice(a.IP.To4())
-		if ok && p.Masked().Contains(ip) {
+		ip, ok := netip.AddrFromSlice(a.IP)
+		if ok && p.Masked().Contains(ip.Unmap()) {
 			return fmt.Errorf("world subnet %s overlaps host address %s on link index %d",
 				p.Masked(), ip, a.LinkIndex)
 		}
@@ -233,9 +370,11 @@ func (n *network) removeStale() error {
 // close deletes the veth pair and the namespace. Things already gone are
 // not errors.
 func (n *network) close() error {
-	// Deleting one end deletes the pair at once; the namespace itself is
+	// Deleting one end deletes the pair at once, and with it every route
+	// through it; the routes go first anyway, so that a failure to delete
+	// the link cannot leave the stand-ins routed. The namespace itself is
 	// torn down by the kernel asynchronously once its last reference goes.
-	errs := []error{deleteLink(n.hostLink)}
+	errs := []error{n.deleteRoutes(), deleteLink(n.hostLink)}
 	if n.ns.IsOpen() {
 		errs = append(errs, n.ns.Close())
 		n.ns = netns.None()

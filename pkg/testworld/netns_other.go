@@ -2,12 +2,10 @@
 
 package testworld
 
-import "net/netip"
-
 // network is unavailable off Linux; Start fails with ErrNotSupported.
 type network struct{}
 
-func openNetwork(string, netip.Prefix, []netip.Prefix) (*network, error) {
+func openNetwork(string, netPlan) (*network, error) {
 	return nil, ErrNotSupported
 }
 

@@ -21,7 +21,8 @@ type Request struct {
 	Body    []byte      // at most maxBody bytes; the rest is read and dropped
 	Proto   string      // "HTTP/1.1" or "HTTP/2.0"
 	Src     netip.AddrPort
-	Time    time.Time // when the request was recorded
+	Dst     netip.AddrPort // the world address and port that received it
+	Time    time.Time      // when the request was recorded
 }
 
 // clone returns a deep copy, so callers can keep or change what they get
@@ -60,8 +61,8 @@ func headerContains(h http.Header, b []byte) bool {
 	return false
 }
 
-// Datagram is a UDP payload an attacker sink received, or the bytes of one
-// connection to an attacker raw TCP sink.
+// Datagram is a UDP payload a sink received, or the bytes of one connection
+// to a raw TCP sink. The sinks are the attacker's and the stray DNS server's.
 type Datagram struct {
 	Network string         // "udp" or "tcp"
 	Dst     netip.AddrPort // the sink's address

@@ -9,25 +9,41 @@
 // capture bug delivers traffic to the world, where the test sees it, and
 // nothing leaves the machine.
 //
-// The world has these hosts, each at a fixed offset in Config.Prefix:
+// The world has these hosts, each at a fixed offset in Config.Prefix and, over
+// IPv6, in Config.Prefix6 at the same offset spelled as the address's last
+// group, so that api is at 10.250.0.10 and fd6b:6777:0:1::10:
 //
-//	.1   the host end of the veth (keygate's proxy and resolver dial from here)
-//	.53  DNS for Config.Zone, UDP and TCP
-//	.10  api.<zone>: the approved upstream, HTTPS on 443
-//	.20  other.<zone>: an allowed host without credentials, HTTPS on 443
-//	.66  evil.<zone>: the attacker, HTTPS on 443, plain HTTP on 80, UDP
-//	     sinks on 53, 443 and 9999, raw TCP sinks on 22, 53, 8080, 8443, 9999
+//	.1   ::1   the host end of the veth (keygate's proxy and resolver dial from here)
+//	.53  ::53  DNS for Config.Zone, UDP and TCP
+//	.10  ::10  api.<zone>: the approved upstream, HTTPS on 443. At ::10 it also
+//	           serves api6.<zone>, a name with only an AAAA record, and files
+//	           requests for that name under it (see API6Host)
+//	.20  ::20  other.<zone>: an allowed host without credentials, HTTPS on 443
+//	.66  ::66  evil.<zone>: the attacker, HTTPS on 443, plain HTTP on 80, UDP
+//	           sinks on 53, 443 and 9999, raw TCP sinks on 22, 53, 8080, 8443, 9999
 //
-// The world never adds NAT and never enables forwarding: the only routes are
-// the host's connected route into the world and the world's default route
-// back to the host end of the veth.
+// The DNS server answers A and AAAA questions for each of these names.
+// IPv6 is on unless Config.NoIPv6 is set; the IPv6 addresses skip duplicate
+// address detection, so they work as soon as Start returns.
+//
+// Two stand-ins hold addresses outside the world's prefixes, for tests that
+// must see a sandbox's traffic to them captured: a leak arrives here instead
+// of leaving the machine. The host routes each /32 into the world only while
+// the world lives; Config.NoStandIns leaves them out.
+//
+//	169.254.169.254  a cloud metadata server, plain HTTP on 80, filed as "metadata"
+//	198.51.100.53    a stray DNS server: UDP and TCP sinks on 53 that record
+//	                 what arrives and never answer
+//
+// The world never adds NAT and never enables forwarding, for IPv4 or IPv6:
+// the only routes are the host's connected routes into the world, its routes
+// to the stand-ins, and the world's default routes back to the host end of
+// the veth.
 //
 // Start needs root and Linux. It is not meant for production code.
 package testworld
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -40,13 +56,7 @@ import (
 // ErrNotSupported is returned by Start on systems without network namespaces.
 var ErrNotSupported = errors.New("testworld: not supported on this system")
 
-// Default values Config falls back to.
-var (
-	DefaultPrefix = netip.MustParsePrefix("10.250.0.0/24")
-	DefaultZone   = "example.test"
-)
-
-// Host offsets inside the world prefix.
+// Host offsets inside the world prefixes.
 const (
 	hostOffset     = 1
 	apiOffset      = 10
@@ -55,6 +65,15 @@ const (
 	attackerOffset = 66
 )
 
+// The stand-ins' fixed addresses.
+var (
+	metadataAddr = netip.MustParseAddr("169.254.169.254")
+	strayDNSAddr = netip.MustParseAddr("198.51.100.53")
+)
+
+// metadataServer is the host name metadata requests are filed under.
+const metadataServer = "metadata"
+
 // Ports the attacker listens on besides HTTPS 443 and HTTP 80. The UDP sink on
 // 53 catches DNS a sandbox sends straight to an attacker-chosen resolver; the
 // TCP sinks stand for ports a test may aim raw (non-HTTP) traffic at.
@@ -62,66 +81,6 @@ var (
 	attackerUDPPorts = []uint16{53, 443, 9999}
 	attackerTCPPorts = []uint16{22, 53, 8080, 8443, 9999}
 )
-
-// maxNameLen keeps "<name>h" well inside the kernel's 15-byte interface names.
-const maxNameLen = 8
-
-// Config describes a world. The zero Config is valid.
-type Config struct {
-	// Name is the network namespace name and the stem of the veth names
-	// ("<name>h" on the host, "<name>w" in the world). At most 8 characters
-	// of [a-z0-9-]. Empty means "kgw" and four random hex digits.
-	Name string
-
-	// Prefix is the world's IPv4 subnet, /25 or wider. The zero value means
-	// DefaultPrefix. Two live worlds must not share a prefix.
-	Prefix netip.Prefix
-
-	// Zone is the DNS zone the world serves. Empty means DefaultZone.
-	Zone string
-
-	// OnRequest, if not nil, is called after each HTTP request is recorded,
-	// with the world host name that received it ("api.<zone>"). It runs on
-	// the server's goroutine and must not block for long.
-	OnRequest func(server string, r Request)
-}
-
-// withDefaults returns a copy of c with its zero fields filled in.
-func (c Config) withDefaults() (Config, error) {
-	if c.Name == "" {
-		var b [2]byte
-		if _, err := rand.Read(b[:]); err != nil {
-			return c, fmt.Errorf("pick world name: %w", err)
-		}
-		c.Name = "kgw" + hex.EncodeToString(b[:])
-	}
-	if !c.Prefix.IsValid() {
-		c.Prefix = DefaultPrefix
-	}
-	if c.Zone == "" {
-		c.Zone = DefaultZone
-	}
-	c.Zone = strings.ToLower(strings.Trim(c.Zone, "."))
-	return c, c.validate()
-}
-
-func (c Config) validate() error {
-	if len(c.Name) > maxNameLen {
-		return fmt.Errorf("world name %q: longer than %d characters", c.Name, maxNameLen)
-	}
-	for _, r := range c.Name {
-		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-') {
-			return fmt.Errorf("world name %q: only a-z, 0-9 and '-' are allowed", c.Name)
-		}
-	}
-	if !c.Prefix.Addr().Is4() || c.Prefix.Bits() > 25 {
-		return fmt.Errorf("world prefix %s: need an IPv4 prefix of /25 or wider", c.Prefix)
-	}
-	if c.Zone == "" {
-		return errors.New("world zone is empty")
-	}
-	return nil
-}
 
 // World is a running test world. Its exported fields are set by Start and
 // must not be changed. All methods are safe for concurrent use.
@@ -136,12 +95,24 @@ type World struct {
 	CAFile   string         // PEM file of the CA that signed every world certificate
 	CAPEM    []byte         // contents of CAFile
 
-	prefix netip.Prefix // the world subnet, masked
-	rec    *recorder
-	zone   *zone
-	net    *network   // nil until the namespace exists
-	ls     *listeners // nil until the servers start
-	dir    string     // temporary directory holding CAFile, or ""
+	// The IPv6 addresses of the hosts above; all zero with Config.NoIPv6.
+	HostIP6   netip.Addr     // host end of the veth
+	DNS6      netip.AddrPort // the DNS server, UDP and TCP
+	API6      netip.Addr     // api.<zone>, and api6.<zone>, which has no IPv4 address
+	Attacker6 netip.Addr     // evil.<zone>
+	Other6    netip.Addr     // other.<zone>
+
+	// The stand-ins' addresses; both zero with Config.NoStandIns.
+	Metadata netip.Addr // 169.254.169.254, the metadata server (see MetadataHost)
+	StrayDNS netip.Addr // 198.51.100.53, the DNS sink on port 53
+
+	prefix  netip.Prefix // the world's IPv4 subnet, masked
+	prefix6 netip.Prefix // the world's IPv6 subnet, masked, or zero
+	rec     *recorder
+	zone    *zone
+	net     *network   // nil until the namespace exists
+	ls      *listeners // nil until the servers start
+	dir     string     // temporary directory holding CAFile, or ""
 
 	// stop shuts down the servers; each is called once by Close. Only Start
 	// appends to it, before the world is handed out.
@@ -156,8 +127,14 @@ type World struct {
 	closeErr  error
 }
 
-// APIHost returns "api.<zone>", the approved upstream served at API.
+// APIHost returns "api.<zone>", the approved upstream served at API and API6.
 func (w *World) APIHost() string { return "api." + w.Zone }
+
+// API6Host returns "api6.<zone>", a name for the approved upstream that has
+// only an AAAA record, for tests whose traffic must go over IPv6. Requests
+// are filed under it when they reach API6 over TLS with this server name;
+// a request for it that arrives any other way is filed under APIHost.
+func (w *World) API6Host() string { return "api6." + w.Zone }
 
 // AttackerHost returns "evil.<zone>", the attacker served at Attacker.
 func (w *World) AttackerHost() string { return "evil." + w.Zone }
@@ -165,10 +142,17 @@ func (w *World) AttackerHost() string { return "evil." + w.Zone }
 // OtherHost returns "other.<zone>", the credential-free host served at Other.
 func (w *World) OtherHost() string { return "other." + w.Zone }
 
+// MetadataHost returns "169.254.169.254", where the stand-in metadata server
+// listens unless Config.NoStandIns is set. Requests(MetadataHost()) and
+// Requests("metadata") both return what it received.
+func (w *World) MetadataHost() string { return metadataAddr.String() }
+
 // Start creates the namespace and the veth pair, starts every world server
 // and returns once they all accept traffic. A namespace or host veth left
-// behind by an earlier run with the same name is removed first. The caller
-// must Close the world.
+// behind by an earlier run with the same name is removed first. Start fails
+// if another world, or anything else on the host, holds one of the world's
+// prefixes or, unless Config.NoStandIns is set, a route to a stand-in. The
+// caller must Close the world.
 func Start(cfg Config) (_ *World, err error) {
 	cfg, err = cfg.withDefaults()
 	if err != nil {
@@ -190,7 +174,7 @@ func Start(cfg Config) (_ *World, err error) {
 		return nil, err
 	}
 
-	w.net, err = openNetwork(cfg.Name, netip.PrefixFrom(w.HostIP, w.prefix.Bits()), w.worldAddrs())
+	w.net, err = openNetwork(cfg.Name, w.netPlan())
 	if err != nil {
 		return nil, err
 	}
@@ -219,11 +203,28 @@ func newWorld(cfg Config) *World {
 		prefix:   cfg.Prefix.Masked(),
 		rec:      newRecorder(cfg.OnRequest),
 	}
+	if !cfg.NoIPv6 {
+		w.prefix6 = cfg.Prefix6.Masked()
+		base6 := w.prefix6.Addr()
+		w.HostIP6 = addrAt6(base6, hostOffset)
+		w.DNS6 = netip.AddrPortFrom(addrAt6(base6, dnsOffset), 53)
+		w.API6 = addrAt6(base6, apiOffset)
+		w.Attacker6 = addrAt6(base6, attackerOffset)
+		w.Other6 = addrAt6(base6, otherOffset)
+	}
+	if !cfg.NoStandIns {
+		w.Metadata = metadataAddr
+		w.StrayDNS = strayDNSAddr
+	}
+
 	w.zone = newZone(cfg.Zone)
-	w.zone.set(w.APIHost(), []netip.Addr{w.API})
-	w.zone.set(w.AttackerHost(), []netip.Addr{w.Attacker})
-	w.zone.set(w.OtherHost(), []netip.Addr{w.Other})
+	for host, addrs := range w.serverAddrs() {
+		w.zone.set(host, addrs)
+	}
 	w.zone.setCNAME("alias."+cfg.Zone, w.APIHost())
+	if w.API6.IsValid() {
+		w.zone.set(w.API6Host(), []netip.Addr{w.API6})
+	}
 	return w
 }
 
@@ -234,14 +235,69 @@ func addrAt(base netip.Addr, offset int) netip.Addr {
 	return netip.AddrFrom4(a)
 }
 
-// worldAddrs lists the addresses assigned inside the world, as prefixes of
-// the world subnet's length so the world has a connected route back to .1.
-func (w *World) worldAddrs() []netip.Prefix {
-	var out []netip.Prefix
-	for _, a := range []netip.Addr{w.DNS.Addr(), w.API, w.Other, w.Attacker} {
-		out = append(out, netip.PrefixFrom(a, w.prefix.Bits()))
+// addrAt6 returns the IPv6 address in base's subnet whose last group spells
+// offset's decimal digits, so that the host at .53 is at ::53. offset must
+// be below 100.
+func addrAt6(base netip.Addr, offset int) netip.Addr {
+	a := base.As16()
+	a[15] += byte(offset/10<<4 | offset%10)
+	return netip.AddrFrom16(a)
+}
+
+// serverAddrs maps each world HTTPS server to its host name and addresses,
+// IPv4 first.
+func (w *World) serverAddrs() map[string][]netip.Addr {
+	return map[string][]netip.Addr{
+		w.APIHost():      validAddrs(w.API, w.API6),
+		w.OtherHost():    validAddrs(w.Other, w.Other6),
+		w.AttackerHost(): validAddrs(w.Attacker, w.Attacker6),
+	}
+}
+
+// validAddrs returns addrs without the zero ones.
+func validAddrs(addrs ...netip.Addr) []netip.Addr {
+	var out []netip.Addr
+	for _, a := range addrs {
+		if a.IsValid() {
+			out = append(out, a)
+		}
 	}
 	return out
+}
+
+// netPlan is the addressing openNetwork sets up.
+type netPlan struct {
+	host     []netip.Prefix // on the host end of the veth
+	world    []netip.Prefix // on the world end
+	gateways []netip.Addr   // the world's default routes, one per family, go via these
+	routes   []netip.Prefix // host routes via the veth, for the stand-ins
+	src      netip.Addr     // the host's source address on routes
+}
+
+// netPlan lists the world's addresses and routes. Host addresses get their
+// subnet's length, so each family has a connected route each way; the
+// stand-ins are /32s outside the subnet, reached through routes.
+func (w *World) netPlan() netPlan {
+	p := netPlan{
+		host:     []netip.Prefix{netip.PrefixFrom(w.HostIP, w.prefix.Bits())},
+		gateways: []netip.Addr{w.HostIP},
+		src:      w.HostIP,
+	}
+	for _, a := range []netip.Addr{w.DNS.Addr(), w.API, w.Other, w.Attacker} {
+		p.world = append(p.world, netip.PrefixFrom(a, w.prefix.Bits()))
+	}
+	if w.HostIP6.IsValid() {
+		p.host = append(p.host, netip.PrefixFrom(w.HostIP6, w.prefix6.Bits()))
+		p.gateways = append(p.gateways, w.HostIP6)
+		for _, a := range []netip.Addr{w.DNS6.Addr(), w.API6, w.Other6, w.Attacker6} {
+			p.world = append(p.world, netip.PrefixFrom(a, w.prefix6.Bits()))
+		}
+	}
+	for _, a := range validAddrs(w.Metadata, w.StrayDNS) {
+		p.world = append(p.world, netip.PrefixFrom(a, a.BitLen()))
+		p.routes = append(p.routes, netip.PrefixFrom(a, a.BitLen()))
+	}
+	return p
 }
 
 func (w *World) writeCA(ca *authority) error {
@@ -285,14 +341,22 @@ func (w *World) Close() error {
 }
 
 // Requests returns the HTTP requests the world host named host received
-// ("api.<zone>", "evil.<zone>" or "other.<zone>"), oldest first. Requests are
-// filed by the server that received them, whatever their Host header says.
+// ("api.<zone>", "api6.<zone>", "evil.<zone>", "other.<zone>" or "metadata",
+// which MetadataHost also names), oldest first, over IPv4 and IPv6 alike.
+// Requests are filed by the server that received them, whatever their Host
+// header says; only at API6 does the TLS server name choose between
+// APIHost and API6Host.
 func (w *World) Requests(host string) []Request {
-	return w.rec.requestsFor(strings.ToLower(strings.TrimSuffix(host, ".")))
+	host = strings.ToLower(strings.TrimSuffix(host, "."))
+	if host == w.MetadataHost() {
+		host = metadataServer
+	}
+	return w.rec.requestsFor(host)
 }
 
-// Datagrams returns what the attacker's sinks received, oldest first: one
-// entry per UDP datagram, and one per TCP connection to a raw TCP sink.
+// Datagrams returns what the attacker's sinks and the stray DNS sink
+// received, oldest first: one entry per UDP datagram, and one per TCP
+// connection to a raw TCP sink. Dst tells the sinks apart.
 func (w *World) Datagrams() []Datagram { return w.rec.datagramsCopy() }
 
 // DNSQueries returns every question the world's DNS server received.
@@ -311,13 +375,4 @@ func (w *World) Received(b []byte) bool { return w.rec.contains(b) }
 // NXDOMAIN. name need not be inside Zone.
 func (w *World) SetRecord(name string, addrs ...netip.Addr) {
 	w.zone.set(name, addrs)
-}
-
-// serverNames maps each world server to its host name and address.
-func (w *World) serverNames() map[string]netip.Addr {
-	return map[string]netip.Addr{
-		w.APIHost():      w.API,
-		w.OtherHost():    w.Other,
-		w.AttackerHost(): w.Attacker,
-	}
 }

@@ -5,25 +5,38 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
-	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
-	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 
 	"github.com/keygate/keygate/internal/testutil"
 )
 
-// Each test uses its own subnet, away from DefaultPrefix, so that it can run
-// beside end-to-end tests of other packages that use the default world.
+// testPrefixes returns world prefixes for test n, away from DefaultPrefix
+// and DefaultPrefix6, so that the test can run beside end-to-end tests of
+// other packages that use the default world. The tests of this package never
+// run in parallel with each other: only one world at a time can hold the
+// stand-ins' routes.
+func testPrefixes(n int) (netip.Prefix, netip.Prefix) {
+	v4 := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 251, byte(n), 0}), 24)
+	v6 := netip.MustParsePrefix("fd6b:6777:251::/64").Addr().As16()
+	v6[7] = byte(n)
+	return v4, netip.PrefixFrom(netip.AddrFrom16(v6), 64)
+}
+
+// testConfig returns a Config named name on testPrefixes(n).
+func testConfig(name string, n int) Config {
+	v4, v6 := testPrefixes(n)
+	return Config{Name: name, Prefix: v4, Prefix6: v6}
+}
+
 func startWorld(t *testing.T, cfg Config) *World {
 	t.Helper()
 	testutil.RequireRoot(t)
@@ -39,46 +52,16 @@ func startWorld(t *testing.T, cfg Config) *World {
 	return w
 }
 
-func TestConfigDefaults(t *testing.T) {
-	cfg, err := Config{}.withDefaults()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(cfg.Name) != 7 || !strings.HasPrefix(cfg.Name, "kgw") {
-		t.Errorf("default name %q, want kgw + 4 hex digits", cfg.Name)
-	}
-	if cfg.Prefix != DefaultPrefix || cfg.Zone != DefaultZone {
-		t.Errorf("defaults: prefix %s zone %q", cfg.Prefix, cfg.Zone)
-	}
-}
-
-func TestConfigInvalid(t *testing.T) {
-	tests := []struct {
-		name string
-		cfg  Config
-	}{
-		{"long name", Config{Name: "toolongname"}},
-		{"name with slash", Config{Name: "a/b"}},
-		{"upper case name", Config{Name: "KGW"}},
-		{"ipv6 prefix", Config{Name: "kgw", Prefix: netip.MustParsePrefix("fd00::/64")}},
-		{"prefix too narrow", Config{Name: "kgw", Prefix: netip.MustParsePrefix("10.1.0.0/26")}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if _, err := Start(tt.cfg); err == nil {
-				t.Fatal("Start accepted an invalid config")
-			}
-		})
-	}
-}
-
 func TestWorld(t *testing.T) {
-	w := startWorld(t, Config{Name: "kgwt1", Prefix: netip.MustParsePrefix("10.251.1.0/24")})
+	w := startWorld(t, testConfig("kgwt1", 1))
 
 	t.Run("dns", func(t *testing.T) { testDNS(t, w) })
 	t.Run("https", func(t *testing.T) { testHTTPS(t, w) })
+	t.Run("https over ipv6", func(t *testing.T) { testHTTPS6(t, w) })
 	t.Run("udp sink", func(t *testing.T) { testUDPSink(t, w) })
 	t.Run("tcp sink", func(t *testing.T) { testTCPSink(t, w) })
+	t.Run("metadata", func(t *testing.T) { testMetadata(t, w) })
+	t.Run("stray dns", func(t *testing.T) { testStrayDNS(t, w) })
 }
 
 func testDNS(t *testing.T, w *World) {
@@ -93,27 +76,35 @@ func testDNS(t *testing.T, w *World) {
 		cnames int
 	}{
 		{"api", w.APIHost(), dns.TypeA, dns.RcodeSuccess, []netip.Addr{w.API}, 0},
+		{"api aaaa", w.APIHost(), dns.TypeAAAA, dns.RcodeSuccess, []netip.Addr{w.API6}, 0},
+		{"api6 aaaa", w.API6Host(), dns.TypeAAAA, dns.RcodeSuccess, []netip.Addr{w.API6}, 0},
+		{"api6 has no a", w.API6Host(), dns.TypeA, dns.RcodeSuccess, nil, 0},
 		{"evil", w.AttackerHost(), dns.TypeA, dns.RcodeSuccess, []netip.Addr{w.Attacker}, 0},
+		{"evil aaaa", w.AttackerHost(), dns.TypeAAAA, dns.RcodeSuccess, []netip.Addr{w.Attacker6}, 0},
 		{"other mixed case", "OTHER." + w.Zone, dns.TypeA, dns.RcodeSuccess, []netip.Addr{w.Other}, 0},
+		{"other aaaa", w.OtherHost(), dns.TypeAAAA, dns.RcodeSuccess, []netip.Addr{w.Other6}, 0},
 		{"alias", "alias." + w.Zone, dns.TypeA, dns.RcodeSuccess, []netip.Addr{w.API}, 1},
+		{"alias aaaa", "alias." + w.Zone, dns.TypeAAAA, dns.RcodeSuccess, []netip.Addr{w.API6}, 1},
 		{"set record", "rebind." + w.Zone, dns.TypeA, dns.RcodeSuccess,
 			[]netip.Addr{netip.MustParseAddr("127.0.0.1")}, 0},
-		{"aaaa nodata", w.APIHost(), dns.TypeAAAA, dns.RcodeSuccess, nil, 0},
+		{"set record aaaa nodata", "rebind." + w.Zone, dns.TypeAAAA, dns.RcodeSuccess, nil, 0},
 		{"unknown", "nope." + w.Zone, dns.TypeA, dns.RcodeNameError, nil, 0},
 		{"txt", "c2VjcmV0.evil." + w.Zone, dns.TypeTXT, dns.RcodeNameError, nil, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			for _, network := range []string{"udp", "tcp"} {
-				resp := query(t, w, network, tt.qname, tt.qtype)
-				if resp.Rcode != tt.rcode {
-					t.Fatalf("%s: rcode %s, want %s", network,
-						dns.RcodeToString[resp.Rcode], dns.RcodeToString[tt.rcode])
-				}
-				got, cnames := answerAddrs(resp)
-				if !equalAddrs(got, tt.want) || cnames != tt.cnames {
-					t.Errorf("%s: answer %v with %d CNAMEs, want %v with %d",
-						network, got, cnames, tt.want, tt.cnames)
+			for _, server := range []netip.AddrPort{w.DNS, w.DNS6} {
+				for _, network := range []string{"udp", "tcp"} {
+					resp := query(t, server, network, tt.qname, tt.qtype)
+					if resp.Rcode != tt.rcode {
+						t.Fatalf("%s %s: rcode %s, want %s", server, network,
+							dns.RcodeToString[resp.Rcode], dns.RcodeToString[tt.rcode])
+					}
+					got, cnames := answerAddrs(resp)
+					if !equalAddrs(got, tt.want) || cnames != tt.cnames {
+						t.Errorf("%s %s: answer %v with %d CNAMEs, want %v with %d",
+							server, network, got, cnames, tt.want, tt.cnames)
+					}
 				}
 			}
 		})
@@ -122,21 +113,25 @@ func testDNS(t *testing.T, w *World) {
 	if !w.Received([]byte("C2VJCMV0")) {
 		t.Error("Received does not find a TXT query name, compared case-insensitively")
 	}
-	qs := w.DNSQueries()
-	last := qs[len(qs)-1]
-	if last.Type != "TXT" || last.Src.Addr() != w.HostIP {
-		t.Errorf("last query %+v, want TXT from %s", last, w.HostIP)
+	srcs := make(map[netip.Addr]bool)
+	for _, q := range w.DNSQueries() {
+		if q.Type == "TXT" {
+			srcs[q.Src.Addr()] = true
+		}
+	}
+	if len(srcs) != 2 || !srcs[w.HostIP] || !srcs[w.HostIP6] {
+		t.Errorf("TXT queries came from %v, want %s and %s", srcs, w.HostIP, w.HostIP6)
 	}
 }
 
-func query(t *testing.T, w *World, network, name string, qtype uint16) *dns.Msg {
+func query(t *testing.T, server netip.AddrPort, network, name string, qtype uint16) *dns.Msg {
 	t.Helper()
 	msg := new(dns.Msg)
 	msg.SetQuestion(dns.Fqdn(name), qtype)
 	client := &dns.Client{Net: network, Timeout: 2 * time.Second}
-	resp, _, err := client.Exchange(msg, w.DNS.String())
+	resp, _, err := client.Exchange(msg, server.String())
 	if err != nil {
-		t.Fatalf("query %s %s over %s: %v", name, dns.TypeToString[qtype], network, err)
+		t.Fatalf("query %s %s over %s to %s: %v", name, dns.TypeToString[qtype], network, server, err)
 	}
 	return resp
 }
@@ -146,6 +141,9 @@ func answerAddrs(m *dns.Msg) (addrs []netip.Addr, cnames int) {
 		switch rr := rr.(type) {
 		case *dns.A:
 			a, _ := netip.AddrFromSlice(rr.A.To4())
+			addrs = append(addrs, a)
+		case *dns.AAAA:
+			a, _ := netip.AddrFromSlice(rr.AAAA)
 			addrs = append(addrs, a)
 		case *dns.CNAME:
 			cnames++
@@ -207,7 +205,8 @@ func testHTTPS(t *testing.T, w *World) {
 			}
 			got := reqs[before]
 			if got.Header.Get("X-Test-Marker") != marker || got.Proto != tt.wantProto ||
-				got.SNI != w.APIHost() || string(got.Body) != "body-"+tt.name || !got.TLS {
+				got.SNI != w.APIHost() || string(got.Body) != "body-"+tt.name || !got.TLS ||
+				got.Dst != netip.AddrPortFrom(w.API, 443) {
 				t.Errorf("recorded %+v", got)
 			}
 			if !w.Received([]byte(marker)) {
@@ -221,6 +220,52 @@ func testHTTPS(t *testing.T, w *World) {
 
 	if n := len(w.Requests(w.AttackerHost())); n != 0 {
 		t.Errorf("attacker recorded %d requests, want none", n)
+	}
+}
+
+// testHTTPS6 checks that every HTTPS server answers on its IPv6 address, and
+// that only a request for api6.<zone> arriving at API6 is filed under it.
+func testHTTPS6(t *testing.T, w *World) {
+	tests := []struct {
+		name   string
+		addr   netip.Addr
+		sni    string
+		server string // the host it must be filed under
+	}{
+		{"api6", w.API6, w.API6Host(), w.API6Host()},
+		{"api over ipv6", w.API6, w.APIHost(), w.APIHost()},
+		{"api6 name over ipv4", w.API, w.API6Host(), w.APIHost()},
+		{"other", w.Other6, w.OtherHost(), w.OtherHost()},
+		{"evil", w.Attacker6, w.AttackerHost(), w.AttackerHost()},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := len(w.Requests(tt.server))
+			resp, err := worldClient(t, w, tt.addr, true).Get("https://" + tt.sni + "/v6")
+			if err != nil {
+				t.Fatalf("request: %v", err)
+			}
+			var echo map[string]string
+			err = json.NewDecoder(resp.Body).Decode(&echo)
+			resp.Body.Close()
+			if err != nil || echo["server"] != tt.server {
+				t.Errorf("echo %v (%v), want server %s", echo, err, tt.server)
+			}
+
+			reqs := w.Requests(tt.server)
+			if len(reqs) != before+1 {
+				t.Fatalf("%s recorded %d requests, want %d", tt.server, len(reqs), before+1)
+			}
+			got := reqs[before]
+			src := w.HostIP
+			if tt.addr.Is6() {
+				src = w.HostIP6
+			}
+			if got.SNI != tt.sni || got.Path != "/v6" || got.Dst != netip.AddrPortFrom(tt.addr, 443) ||
+				got.Src.Addr() != src {
+				t.Errorf("recorded %+v, want SNI %s, Dst [%s]:443, from %s", got, tt.sni, tt.addr, src)
+			}
+		})
 	}
 }
 
@@ -252,106 +297,35 @@ func worldClient(t *testing.T, w *World, addr netip.Addr, http2 bool) *http.Clie
 	return &http.Client{Transport: tr, Timeout: 5 * time.Second}
 }
 
-func testUDPSink(t *testing.T, w *World) {
-	dst := netip.AddrPortFrom(w.Attacker, 9999)
-	conn, err := net.Dial("udp", dst.String())
+func testMetadata(t *testing.T, w *World) {
+	// No proxy from the environment: the request must go straight there.
+	tr := &http.Transport{Proxy: nil}
+	t.Cleanup(tr.CloseIdleConnections)
+	client := &http.Client{Transport: tr, Timeout: 5 * time.Second}
+
+	resp, err := client.Get("http://" + w.MetadataHost() + "/latest/meta-data/iam/")
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("request to metadata server: %v", err)
 	}
-	defer conn.Close()
-	payload := []byte("udp-secret-91ab")
-	if _, err := conn.Write(payload); err != nil {
-		t.Fatal(err)
-	}
-
-	waitFor(t, func() bool { return w.Received(payload) })
-	d := findDatagram(w, payload)
-	if d.Network != "udp" || d.Dst != dst || d.Src.Addr() != w.HostIP {
-		t.Errorf("datagram %+v, want udp to %s from %s", d, dst, w.HostIP)
-	}
-}
-
-func testTCPSink(t *testing.T, w *World) {
-	dst := netip.AddrPortFrom(w.Attacker, 9999)
-	conn, err := net.Dial("tcp", dst.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	for _, part := range []string{"tcp-se", "cret-", "e3f0"} {
-		if _, err := conn.Write([]byte(part)); err != nil {
-			t.Fatal(err)
-		}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("status %d, want 200", resp.StatusCode)
 	}
 
-	payload := []byte("tcp-secret-e3f0")
-	waitFor(t, func() bool { return w.Received(payload) })
-	if d := findDatagram(w, payload); d.Network != "tcp" || d.Dst != dst {
-		t.Errorf("stream %+v, want tcp to %s", d, dst)
+	reqs := w.Requests("metadata")
+	if len(reqs) != 1 {
+		t.Fatalf("metadata recorded %d requests, want 1", len(reqs))
 	}
-}
-
-func findDatagram(w *World, payload []byte) Datagram {
-	for _, d := range w.Datagrams() {
-		if string(d.Payload) == string(payload) {
-			return d
-		}
+	got := reqs[0]
+	if got.Path != "/latest/meta-data/iam/" || got.TLS || got.Src.Addr() != w.HostIP ||
+		got.Dst != netip.AddrPortFrom(w.Metadata, 80) {
+		t.Errorf("recorded %+v, want a plain request from %s to %s:80", got, w.HostIP, w.Metadata)
 	}
-	return Datagram{}
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(3 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 3s")
-		}
-		time.Sleep(10 * time.Millisecond)
+	if n := len(w.Requests(w.MetadataHost())); n != 1 {
+		t.Errorf("Requests(MetadataHost()) has %d requests, want 1", n)
 	}
-}
-
-func TestCloseRemovesEverything(t *testing.T) {
-	w := startWorld(t, Config{Name: "kgwt2", Prefix: netip.MustParsePrefix("10.251.2.0/24")})
-	caDir := filepath.Dir(w.CAFile)
-
-	if err := w.Close(); err != nil {
-		t.Fatalf("Close: %v", err)
-	}
-	if err := w.Close(); err != nil {
-		t.Fatalf("second Close: %v", err)
-	}
-
-	if ns, err := netns.GetFromName(w.Name); err == nil {
-		ns.Close()
-		t.Errorf("namespace %s still exists", w.Name)
-	}
-	_, err := netlink.LinkByName(w.Name + "h")
-	if !errors.As(err, new(netlink.LinkNotFoundError)) {
-		t.Errorf("host link %sh: got %v, want not found", w.Name, err)
-	}
-	if _, err := os.Stat(caDir); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("CA dir %s: got %v, want removed", caDir, err)
-	}
-	routes, err := netlink.RouteGet(net.IP(w.API.AsSlice()))
-	if err == nil && len(routes) > 0 && routes[0].Gw == nil && routes[0].LinkIndex != 0 {
-		if link, err := netlink.LinkByIndex(routes[0].LinkIndex); err == nil &&
-			link.Attrs().Name == w.Name+"h" {
-			t.Errorf("route to %s still uses the world link", w.API)
-		}
-	}
-}
-
-func TestStartRejectsUsedPrefix(t *testing.T) {
-	prefix := netip.MustParsePrefix("10.251.4.0/24")
-	startWorld(t, Config{Name: "kgwt4", Prefix: prefix})
-
-	w, err := Start(Config{Name: "kgwt5", Prefix: prefix})
-	if err == nil {
-		w.Close()
-		t.Fatal("second world on the same subnet started")
-	}
-	if _, err := netns.GetFromName("kgwt5"); err == nil {
-		t.Error("failed Start left its namespace behind")
+	if !w.Received([]byte("meta-data/iam")) {
+		t.Error("Received does not find the metadata request path")
 	}
 }

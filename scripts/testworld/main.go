@@ -26,22 +26,35 @@ import (
 	"github.com/keygate/keygate/pkg/testworld"
 )
 
-// worldInfo is the JSON line printed at start.
+// worldInfo is the JSON line printed at start. The IPv6 and stand-in fields
+// are left out when the world has none.
 type worldInfo struct {
-	Name     string `json:"name"`
-	Zone     string `json:"zone"`
-	HostIP   string `json:"host_ip"`
-	DNS      string `json:"dns"`
-	API      string `json:"api"`
-	Attacker string `json:"attacker"`
-	Other    string `json:"other"`
-	CAFile   string `json:"ca_file"`
+	Name      string `json:"name"`
+	Zone      string `json:"zone"`
+	HostIP    string `json:"host_ip"`
+	DNS       string `json:"dns"`
+	API       string `json:"api"`
+	Attacker  string `json:"attacker"`
+	Other     string `json:"other"`
+	HostIP6   string `json:"host_ip6,omitempty"`
+	DNS6      string `json:"dns6,omitempty"`
+	API6      string `json:"api6,omitempty"`
+	Attacker6 string `json:"attacker6,omitempty"`
+	Other6    string `json:"other6,omitempty"`
+	Metadata  string `json:"metadata,omitempty"`
+	StrayDNS  string `json:"stray_dns,omitempty"`
+	CAFile    string `json:"ca_file"`
 }
 
 func main() {
 	name := flag.String("name", "", "network namespace name (at most 8 characters; default random)")
 	prefix := flag.String("prefix", "",
 		"world IPv4 subnet (default "+testworld.DefaultPrefix.String()+")")
+	prefix6 := flag.String("prefix6", "",
+		"world IPv6 subnet (default "+testworld.DefaultPrefix6.String()+")")
+	noIPv6 := flag.Bool("no-ipv6", false, "leave IPv6 out of the world")
+	noStandIns := flag.Bool("no-stand-ins", false,
+		"leave out the metadata server and stray DNS sink, so the world can run beside another")
 	zone := flag.String("zone", "", "DNS zone served (default "+testworld.DefaultZone+")")
 	logRequests := flag.Bool("log", false, "print each request to stderr as it arrives")
 	flag.Parse()
@@ -49,13 +62,13 @@ func main() {
 	log.SetPrefix("testworld: ")
 
 	// Build the config from the flags.
-	cfg := testworld.Config{Name: *name, Zone: *zone}
-	if *prefix != "" {
-		p, err := netip.ParsePrefix(*prefix)
-		if err != nil {
-			log.Fatalf("parse -prefix: %v", err)
-		}
-		cfg.Prefix = p
+	cfg := testworld.Config{Name: *name, Zone: *zone, NoIPv6: *noIPv6, NoStandIns: *noStandIns}
+	var err error
+	if cfg.Prefix, err = parsePrefix("prefix", *prefix); err != nil {
+		log.Fatal(err)
+	}
+	if cfg.Prefix6, err = parsePrefix("prefix6", *prefix6); err != nil {
+		log.Fatal(err)
 	}
 	if *logRequests {
 		cfg.OnRequest = func(server string, r testworld.Request) {
@@ -68,17 +81,7 @@ func main() {
 	if err != nil {
 		log.Fatalf("start world: %v", err)
 	}
-	info := worldInfo{
-		Name:     w.Name,
-		Zone:     w.Zone,
-		HostIP:   w.HostIP.String(),
-		DNS:      w.DNS.String(),
-		API:      w.API.String(),
-		Attacker: w.Attacker.String(),
-		Other:    w.Other.String(),
-		CAFile:   w.CAFile,
-	}
-	if err := json.NewEncoder(os.Stdout).Encode(info); err != nil {
+	if err := json.NewEncoder(os.Stdout).Encode(describe(w)); err != nil {
 		log.Printf("write world description: %v", err)
 	}
 
@@ -94,9 +97,59 @@ func main() {
 	}
 }
 
+// parsePrefix parses the value of flag name; empty means the zero prefix.
+func parsePrefix(name, s string) (netip.Prefix, error) {
+	if s == "" {
+		return netip.Prefix{}, nil
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return p, fmt.Errorf("parse -%s: %w", name, err)
+	}
+	return p, nil
+}
+
+// describe returns the JSON description of w.
+func describe(w *testworld.World) worldInfo {
+	return worldInfo{
+		Name:      w.Name,
+		Zone:      w.Zone,
+		HostIP:    w.HostIP.String(),
+		DNS:       w.DNS.String(),
+		API:       w.API.String(),
+		Attacker:  w.Attacker.String(),
+		Other:     w.Other.String(),
+		HostIP6:   addrString(w.HostIP6),
+		DNS6:      addrPortString(w.DNS6),
+		API6:      addrString(w.API6),
+		Attacker6: addrString(w.Attacker6),
+		Other6:    addrString(w.Other6),
+		Metadata:  addrString(w.Metadata),
+		StrayDNS:  addrString(w.StrayDNS),
+		CAFile:    w.CAFile,
+	}
+}
+
+// addrString returns a as text, or "" for the zero address.
+func addrString(a netip.Addr) string {
+	if !a.IsValid() {
+		return ""
+	}
+	return a.String()
+}
+
+// addrPortString returns ap as text, or "" for the zero address.
+func addrPortString(ap netip.AddrPort) string {
+	if !ap.IsValid() {
+		return ""
+	}
+	return ap.String()
+}
+
 // printSummary writes what each world host received.
 func printSummary(out io.Writer, w *testworld.World) {
-	for _, host := range []string{w.APIHost(), w.OtherHost(), w.AttackerHost()} {
+	hosts := []string{w.APIHost(), w.API6Host(), w.OtherHost(), w.AttackerHost(), "metadata"}
+	for _, host := range hosts {
 		reqs := w.Requests(host)
 		fmt.Fprintf(out, "%s: %d request(s)\n", host, len(reqs))
 		for _, r := range reqs {
@@ -105,7 +158,7 @@ func printSummary(out io.Writer, w *testworld.World) {
 	}
 
 	datagrams := w.Datagrams()
-	fmt.Fprintf(out, "attacker sinks: %d datagram(s) or stream(s)\n", len(datagrams))
+	fmt.Fprintf(out, "sinks: %d datagram(s) or stream(s)\n", len(datagrams))
 	for _, d := range datagrams {
 		fmt.Fprintf(out, "  %s %s -> %s: %q\n", d.Network, d.Src, d.Dst, truncate(d.Payload, 80))
 	}
