@@ -57,14 +57,15 @@ build_runsc() {
 	rm -rf "$gobin"
 }
 
-# smoke_test runs /bin/true in a real sandbox from an OCI bundle: systrap
-# platform (kvm needs /dev/kvm and hangs on nested VMs), no network (so
-# runsc never touches the host's forwarding or NAT), no cgroup writes, and
-# a private state directory; the host's / is the read-only root.
+# smoke_test runs a shell in a real sandbox from an OCI bundle and checks
+# that its output and exit status come back through `runsc run`. Platform
+# systrap (kvm needs /dev/kvm and hangs on nested VMs), no network, no
+# cgroup writes, a private state directory, and the host's / as a
+# read-only root: nothing outlives the run.
 smoke_test() {
 	local dir id out rc=0
-	dir=$(mktemp -d /tmp/kgrs-smoke.XXXXXX)
-	id=kgrs-smoke-$$
+	dir=$(mktemp -d /tmp/keygate-runsc-smoke.XXXXXX)
+	id=keygate-smoke-$$
 	cat >"$dir/config.json" <<-'EOF'
 	{
 	  "ociVersion": "1.0.2",
@@ -75,7 +76,7 @@ smoke_test() {
 	    "cwd": "/"
 	  },
 	  "root": {"path": "/", "readonly": true},
-	  "hostname": "kgrs-smoke",
+	  "hostname": "keygate-smoke",
 	  "mounts": [
 	    {"destination": "/proc", "type": "proc", "source": "proc"},
 	    {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"}

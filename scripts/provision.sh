@@ -13,7 +13,8 @@
 # Environment:
 #   KEYGATE_PROVISION_START=0   enable keygated.service but do not start or
 #                               restart it (default 1: start it, and restart
-#                               it when this run changed its binary or unit)
+#                               it when it runs an older binary or unit than
+#                               the installed ones)
 #   RUNSC_SMOKE=0               skip runsc's sandbox smoke test
 set -euo pipefail
 
@@ -33,6 +34,19 @@ fi
 # systemd_running succeeds when systemd is PID 1 (the test sd_booted(3)
 # uses); containers and some CI machines run something else there.
 systemd_running() { [ -d /run/systemd/system ]; }
+
+# older_than_install succeeds when the running keygated.service started
+# before its binary or unit was last installed (by this run, or by an
+# earlier one that was told not to restart it).
+older_than_install() {
+	local started f
+	started=$(systemctl show -p ExecMainStartTimestamp --value keygated.service)
+	started=$(date -d "$started" +%s 2>/dev/null) || return 1
+	for f in /usr/local/bin/keygated /etc/systemd/system/keygated.service; do
+		[ "$(stat -c %Y "$f")" -gt "$started" ] && return 0
+	done
+	return 1
+}
 
 # pkg_state lists installed packages and the Go toolchain, to tell whether
 # install-deps.sh changed anything.
@@ -55,7 +69,7 @@ log "building and installing keygate"
 # The checkout may belong to another user (a synced folder in the VM), and
 # git then refuses root, failing Go's VCS stamping: the build does without.
 export GOFLAGS="${GOFLAGS:+$GOFLAGS }-buildvcs=false"
-make --no-print-directory install # builds first | tee "$tmp/install.log"
+make --no-print-directory install | tee "$tmp/install.log" # builds first
 grep -q '/keygate installed$' "$tmp/install.log" && changed+=(keygate)
 grep -q '/keygated installed$' "$tmp/install.log" && changed+=(keygated)
 grep -q '/keygated.service installed$' "$tmp/install.log" && changed+=(unit)
@@ -76,7 +90,7 @@ else
 		if ! systemctl is-active --quiet keygated.service; then
 			systemctl start keygated.service
 			changed+=(started)
-		elif [ "$restart" = 1 ]; then
+		elif [ "$restart" = 1 ] || older_than_install; then
 			systemctl restart keygated.service
 			changed+=(restarted)
 		fi
