@@ -33,3 +33,26 @@ func TestAddrPool(t *testing.T) {
 		t.Fatalf("block 2 = %s, %s", h, s)
 	}
 }
+
+func TestAddrPoolIPv6(t *testing.T) {
+	p := newAddrPool(netip.MustParsePrefix("10.233.0.0/16")).withIPv6(netip.MustParsePrefix("fd6b:6761:7465::/48"))
+	if got := p.service6().String(); got != "fd6b:6761:7465::1" {
+		t.Fatalf("service6 = %s", got)
+	}
+	if h, s := p.host6(258).String(), p.sandbox6(258).String(); h != "fd6b:6761:7465:102::1/64" || s != "fd6b:6761:7465:102::2/64" {
+		t.Fatalf("block 258 = %s, %s", h, s)
+	}
+	if err := p.leaseBlock(5); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.leaseBlock(5); err == nil {
+		t.Fatal("leased block 5 twice")
+	}
+	if err := p.leaseBlock(0); err == nil {
+		t.Fatal("leased the service block")
+	}
+	v4only := newAddrPool(netip.MustParsePrefix("10.233.0.0/24"))
+	if v4only.service6().IsValid() || v4only.host6(1).IsValid() {
+		t.Fatal("a pool without IPv6 returned IPv6 addresses")
+	}
+}

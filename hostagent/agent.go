@@ -13,7 +13,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -55,8 +54,12 @@ type Agent struct {
 	listeners []net.Listener // proxy, resolver TCP, API; closed by Close
 	udp       net.PacketConn
 
-	runs sync.WaitGroup // live runs; Close waits for their teardown
-	stop chan struct{}  // closed by Close: every run ends its sandbox
+	runs     sync.WaitGroup // live runs; Close waits for their teardown
+	watchers sync.WaitGroup // one per sandbox init; Close waits for them
+	stop     chan struct{}  // closed by Close: every run ends its sandbox
+
+	exitMu    sync.Mutex
+	exitCodes map[string]int // exit statuses of removed sandboxes, for late waiters; guarded by exitMu
 }
 
 // Start brings the agent up: store, CA, service address, resolver, proxy,
@@ -71,6 +74,7 @@ func Start(cfg Config) (_ *Agent, err error) {
 		pool:      newAddrPool(cfg.SandboxCIDR),
 		sandboxes: newRegistry(),
 		stop:      make(chan struct{}),
+		exitCodes: make(map[string]int),
 	}
 	defer func() {
 		if err != nil {
@@ -257,14 +261,15 @@ func upstreamRoots(extra string) (*x509.CertPool, error) {
 	return roots, nil
 }
 
-// attachCapture creates the parent cgroup of all sandboxes, removes what a
-// previous agent left there, and attaches the capture programs to it.
+// attachCapture creates the parent cgroup of all sandboxes, adopts the
+// sandboxes a previous agent left running (removing the rest), and
+// attaches the capture programs to the parent.
 func (a *Agent) attachCapture() error {
 	var err error
 	if a.parent, err = cgroup.Create(a.cfg.CgroupParent); err != nil {
 		return err
 	}
-	a.removeLeftovers()
+	a.adopt()
 	a.capture, err = bpf.LoadCgroup(bpf.CgroupConfig{
 		Proxy:    a.serviceAddr(a.cfg.ProxyPort),
 		Resolver: a.serviceAddr(a.cfg.DNSPort),
@@ -273,29 +278,6 @@ func (a *Agent) attachCapture() error {
 		return err
 	}
 	return a.capture.Attach(a.cfg.CgroupParent)
-}
-
-// removeLeftovers kills and removes sandboxes an earlier agent left behind
-// (their cgroups and host-side links). Re-adopting them is not supported
-// yet, so their processes lose their network either way.
-func (a *Agent) removeLeftovers() {
-	entries, _ := os.ReadDir(a.cfg.CgroupParent)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	for _, e := range entries {
-		if e.IsDir() {
-			g := &cgroup.Group{Path: filepath.Join(a.cfg.CgroupParent, e.Name())}
-			if err := g.Remove(ctx); err != nil {
-				a.log.Warn("remove leftover sandbox cgroup", "path", g.Path, "err", err)
-			}
-		}
-	}
-	links, _ := netlink.LinkList()
-	for _, l := range links {
-		if strings.HasPrefix(l.Attrs().Name, linkPrefix) {
-			netlink.LinkDel(l)
-		}
-	}
 }
 
 // Close stops the agent: ends every sandbox, detaches the capture
@@ -311,6 +293,7 @@ func (a *Agent) Close() error {
 	for _, s := range a.sandboxes.list() {
 		a.teardown(s)
 	}
+	a.watchers.Wait()
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

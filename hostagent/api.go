@@ -55,6 +55,10 @@ func (a *Agent) startAPI() error {
 	mux.HandleFunc("PUT /v1/vaults/{vault}/credentials/{name}/secret", a.handleRotate)
 	mux.HandleFunc("DELETE /v1/vaults/{vault}/credentials/{name}", a.handleRemoveCredential)
 	mux.HandleFunc("GET /v1/sandboxes", a.handleListSandboxes)
+	mux.HandleFunc("POST /v1/sandboxes", a.handleCreateSandbox)
+	mux.HandleFunc("DELETE /v1/sandboxes/{id}", a.handleRemoveSandbox)
+	mux.HandleFunc("GET /v1/sandboxes/{id}/wait", a.handleWait)
+	mux.HandleFunc("POST /v1/sandboxes/{id}/exec", a.handleExec)
 	mux.HandleFunc("GET /v1/audit", a.handleAudit)
 	mux.HandleFunc("POST /v1/audit/verify", a.handleAuditVerify)
 	mux.HandleFunc("POST /v1/run", a.handleRun)
@@ -313,14 +317,6 @@ func (a *Agent) handleAuditVerify(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	respond(w, http.StatusOK, rep, nil)
-}
-
-func (a *Agent) handleListSandboxes(w http.ResponseWriter, r *http.Request) {
-	out := []api.Sandbox{}
-	for _, s := range a.sandboxes.list() {
-		out = append(out, s.info())
-	}
-	respond(w, http.StatusOK, out, nil)
 }
 
 func decode(w http.ResponseWriter, r *http.Request, v any) bool {

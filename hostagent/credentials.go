@@ -13,14 +13,11 @@ type resolverView struct{ reg *registry }
 
 var _ resolver.Sandboxes = resolverView{}
 
-// BySource returns the allowlist policy of the sandbox at src.
-//
-// TODO: every sandbox is in allowlist mode until sandboxes carry a mode of
-// their own; open mode (resolver.Policy.Open) cannot be chosen yet.
+// BySource returns the DNS policy of the sandbox at src.
 func (v resolverView) BySource(src netip.Addr) (resolver.Policy, bool) {
 	sb, ok := v.reg.bySource(src)
 	if !ok {
 		return resolver.Policy{}, false
 	}
-	return resolver.Policy{ID: sb.id, Allowed: sb.domains}, true
+	return resolver.Policy{ID: sb.id, Allowed: sb.domains, Open: sb.open}, true
 }

@@ -27,9 +27,9 @@ func (c *credentials) Lookup(psb proxy.Sandbox, id string) (proxy.Binding, error
 		}
 		return proxy.Binding{}, proxy.ErrUnknownPlaceholder
 	}
-	meta, _, err := c.cache.get(b.vault, b.cred)
+	meta, _, err := c.cache.get(b.Vault, b.Cred)
 	if err != nil {
-		return proxy.Binding{}, &proxy.CredentialError{Vault: b.vault, Credential: b.cred, Err: err}
+		return proxy.Binding{}, &proxy.CredentialError{Vault: b.Vault, Credential: b.Cred, Err: err}
 	}
 	return bindingOf(meta), nil
 }
@@ -51,12 +51,12 @@ func (c *credentials) Templates(psb proxy.Sandbox, host string) ([]proxy.Binding
 	sb := psb.(*sandbox)
 	var out []proxy.Binding
 	for _, t := range sb.templated {
-		if !domain.MatchAny(t.domains, host) {
+		if !domain.MatchAny(t.Domains, host) {
 			continue
 		}
-		meta, _, err := c.cache.get(t.vault, t.cred)
+		meta, _, err := c.cache.get(t.Vault, t.Cred)
 		if err != nil {
-			return nil, &proxy.CredentialError{Vault: t.vault, Credential: t.cred, Err: err}
+			return nil, &proxy.CredentialError{Vault: t.Vault, Credential: t.Cred, Err: err}
 		}
 		if domain.MatchAny(meta.Domains, host) {
 			out = append(out, bindingOf(meta))

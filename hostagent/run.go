@@ -10,13 +10,13 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/keygate/keygate/pkg/api"
 	"github.com/keygate/keygate/pkg/jail"
+	"github.com/keygate/keygate/pkg/vault"
 )
 
 // sandboxHome is the sandbox user's home, on a private tmpfs.
@@ -46,7 +46,11 @@ func (a *Agent) handleRun(w http.ResponseWriter, r *http.Request) {
 	if !decode(w, r, &req) {
 		return
 	}
-	plan, err := a.plan(req)
+	if len(req.Argv) == 0 {
+		writeStoreError(w, fmt.Errorf("%w: no command given", vault.ErrInvalid))
+		return
+	}
+	plan, err := a.plan(req.SandboxSpec)
 	if err != nil {
 		writeStoreError(w, err)
 		return
@@ -124,72 +128,81 @@ func parseRights(oob []byte) ([]int, error) {
 // run creates the sandbox, starts the command and waits for it, the
 // caller's disconnect, or the agent's shutdown.
 func (a *Agent) run(plan *sandboxPlan, req api.RunRequest, stdio []*os.File, conn *net.UnixConn, enc *json.Encoder) (int, error) {
-	sb, err := a.createSandbox(plan)
+	sb, err := a.createSandbox(plan, false)
 	if err != nil {
 		return 0, err
 	}
-	defer a.teardown(sb)
-
-	cgfd, err := sb.cgroup.Open()
-	if err != nil {
-		return 0, err
-	}
-	cmd, err := jail.Start(a.spec(sb, req), jail.StartOptions{
-		Enter:  sb.net.Do,
-		Cgroup: cgfd,
-		Stdio:  stdio,
-	})
-	cgfd.Close()
-	if err != nil {
+	sb.mu.Lock()
+	sb.attached = true
+	sb.mu.Unlock()
+	if err := a.startInit(sb, a.spec(sb, req.Argv, req.Env, req.Dir), stdio); err != nil {
+		a.teardown(sb)
 		return 0, err
 	}
 	closeAll(stdio) // the sandbox holds its own copies now
 	enc.Encode(api.RunEvent{Event: "started", Sandbox: sb.id})
+	return a.follow(sb, conn), nil
+}
 
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+// follow waits for a sandbox to exit while its caller stays connected on
+// conn, and returns the exit status. If the caller goes away or the agent
+// stops first, the sandbox is ended.
+func (a *Agent) follow(sb *sandbox, conn net.Conn) int {
 	gone := make(chan struct{})
 	go func() {
-		// The caller sends nothing after its descriptors: any return
-		// from Read means it closed the connection or died.
+		// The caller sends nothing after its request: any return from
+		// Read means it closed the connection or died.
 		bufio.NewReader(conn).ReadByte()
 		close(gone)
 	}()
-
 	select {
-	case err := <-exited:
-		return exitCode(cmd, err), nil
+	case <-sb.done:
 	case <-gone:
-		a.log.Info("run caller went away; ending sandbox", "sandbox", sb.id)
+		a.log.Info("caller went away; ending sandbox", "sandbox", sb.id)
+		sb.cgroup.Kill()
+		<-sb.done
 	case <-a.stop:
 		a.log.Info("agent stopping; ending sandbox", "sandbox", sb.id)
+		sb.cgroup.Kill()
+		<-sb.done
 	}
-	sb.cgroup.Kill()
-	<-exited
-	return 137, nil
-}
-
-func exitCode(cmd *exec.Cmd, err error) int {
-	if cmd.ProcessState == nil {
-		return 125
-	}
-	if code := cmd.ProcessState.ExitCode(); code >= 0 {
-		return code
-	}
-	return 137 // killed by a signal before it could report
+	sb.mu.Lock()
+	defer sb.mu.Unlock()
+	return sb.exitCode
 }
 
 // spec describes the command's jail: the host's file system read-only, the
 // agent's state and socket hidden, keygate's CA bundle and resolv.conf
 // shown in place of the host's.
-func (a *Agent) spec(sb *sandbox, req api.RunRequest) *jail.Spec {
+// A nil argv makes the init of a persistent sandbox.
+func (a *Agent) spec(sb *sandbox, argv, callerEnv []string, dir string) *jail.Spec {
+	env, binds := a.sandboxEnv(sb, callerEnv)
+	return &jail.Spec{
+		Argv:       argv,
+		Env:        env,
+		Dir:        dir,
+		Home:       sandboxHome,
+		UID:        a.cfg.SandboxUID,
+		GID:        a.cfg.SandboxUID,
+		Hostname:   "keygate-" + sb.id,
+		Hide:       []string{a.cfg.StateDir, a.cfg.Socket},
+		Binds:      binds,
+		Persistent: argv == nil,
+	}
+}
+
+// sandboxEnv returns the environment of a sandbox's commands — a fixed
+// base, the caller's allowlisted variables, the trust-store variables and
+// the placeholders — and the file binds that make the CA bundle and
+// resolv.conf appear at their usual paths.
+func (a *Agent) sandboxEnv(sb *sandbox, callerEnv []string) ([]string, []jail.Bind) {
 	env := []string{
 		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
 		"HOME=" + sandboxHome,
 		"USER=sandbox",
 		"KEYGATE_SANDBOX=" + sb.id,
 	}
-	env = append(env, req.Env...)
+	env = append(env, callerEnv...)
 
 	var binds []jail.Bind
 	bundle := ""
@@ -209,18 +222,7 @@ func (a *Agent) spec(sb *sandbox, req api.RunRequest) *jail.Spec {
 		binds = append(binds, jail.Bind{Src: a.resolv, Dst: "/etc/resolv.conf"})
 	}
 	env = append(env, sb.env...)
-
-	return &jail.Spec{
-		Argv:     req.Argv,
-		Env:      env,
-		Dir:      req.Dir,
-		Home:     sandboxHome,
-		UID:      a.cfg.SandboxUID,
-		GID:      a.cfg.SandboxUID,
-		Hostname: "keygate-" + sb.id,
-		Hide:     []string{a.cfg.StateDir, a.cfg.Socket},
-		Binds:    binds,
-	}
+	return env, binds
 }
 
 func closeAll(fs []*os.File) {

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"time"
@@ -28,55 +29,103 @@ import (
 // linkPrefix starts the name of every host-side veth keygate creates.
 const linkPrefix = "kg-"
 
+// Sandbox policy modes (api.SandboxSpec.Mode).
+const (
+	modeAllowlist = "allowlist"
+	modeOpen      = "open"
+)
+
 // binding ties one of a sandbox's placeholders to its credential.
 type binding struct {
-	vault, cred string
+	Vault string `json:"vault"`
+	Cred  string `json:"cred"`
 }
 
 // templateBinding is a credential whose header template the proxy sets on
 // its approved hosts, with the domains it had when the sandbox was made.
 type templateBinding struct {
-	vault, cred string
-	domains     []string
+	Vault   string   `json:"vault"`
+	Cred    string   `json:"cred"`
+	Domains []string `json:"domains"`
 }
 
-// sandbox is one live sandbox. Its fields are set at creation and not
-// changed afterwards, so they are read without locking.
+// sandbox is one live sandbox. The fields above mu are set at creation (or
+// adoption after a restart) and never changed, so they are read without
+// locking.
 type sandbox struct {
-	id        string
-	block     int        // address pool block
-	addr      netip.Addr // the sandbox's source address
-	cgroup    *cgroup.Group
-	cgroupID  uint64
-	net       *netns.Net
-	vaults    []string
-	allow     []string           // --allow patterns
-	domains   []string           // allow plus every bound credential's approved domains
-	bindings  map[string]binding // placeholder ID → credential
-	templated []templateBinding  // credentials with a header template
-	env       []string           // VAR=placeholder for each credential
-	created   time.Time
+	id         string
+	block      int        // address pool block
+	addr       netip.Addr // the sandbox's IPv4 source address
+	addr6      netip.Addr // its IPv6 source address, or zero
+	cgroup     *cgroup.Group
+	cgroupID   uint64
+	net        *netns.Net
+	vaults     []string
+	allow      []string           // --allow patterns
+	domains    []string           // allow plus every bound credential's approved domains
+	open       bool               // open mode: any public destination may be reached
+	bindings   map[string]binding // placeholder ID → credential
+	templated  []templateBinding  // credentials with a header template
+	env        []string           // VAR=placeholder for each credential
+	persistent bool               // made by sandbox create: lives until rm
+	runtime    string
+	capture    string
+	created    time.Time
+
+	done         chan struct{} // closed once the sandbox's init has exited
+	teardownOnce sync.Once
+
+	mu       sync.Mutex
+	initPID  int  // host pid of the sandbox init; guarded by mu
+	exitCode int  // the init's exit status; guarded by mu, valid once done is closed
+	attached bool // a caller waits for this sandbox; guarded by mu
 }
 
 var _ proxy.Sandbox = (*sandbox)(nil)
 
-func (s *sandbox) ID() string              { return s.id }
-func (s *sandbox) CgroupID() uint64        { return s.cgroupID }
-func (s *sandbox) Allows(host string) bool { return domain.MatchAny(s.domains, host) }
+func (s *sandbox) ID() string       { return s.id }
+func (s *sandbox) CgroupID() uint64 { return s.cgroupID }
+
+// Allows reports whether the sandbox's policy lets it reach host at all.
+func (s *sandbox) Allows(host string) bool { return s.open || domain.MatchAny(s.domains, host) }
 
 func (s *sandbox) info() api.Sandbox {
-	return api.Sandbox{
-		ID: s.id, Address: s.addr.String(), Vaults: s.vaults, Allow: s.allow,
-		Runtime: "native", Capture: "cgroup", Created: s.created,
+	mode := modeAllowlist
+	if s.open {
+		mode = modeOpen
 	}
+	info := api.Sandbox{
+		ID: s.id, Address: s.addr.String(), Vaults: s.vaults, Allow: s.allow,
+		Runtime: s.runtime, Capture: s.capture, Mode: mode, Persistent: s.persistent,
+		Created: s.created,
+	}
+	if s.addr6.IsValid() {
+		info.Address6 = s.addr6.String()
+	}
+	return info
+}
+
+// pid returns the host pid of the sandbox's init.
+func (s *sandbox) pid() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.initPID
+}
+
+// exited records the init's exit status and wakes every waiter.
+func (s *sandbox) exited(code int) {
+	s.mu.Lock()
+	s.exitCode = code
+	s.mu.Unlock()
+	close(s.done)
 }
 
 // registry indexes live sandboxes by ID, address and placeholder.
 type registry struct {
 	mu           sync.RWMutex
-	byID         map[string]*sandbox // guarded by mu
-	byAddr       map[netip.Addr]*sandbox
-	placeholders map[string]string // placeholder ID → sandbox ID, every sandbox's
+	byID         map[string]*sandbox     // guarded by mu
+	byAddr       map[netip.Addr]*sandbox // v4 and v6 addresses; guarded by mu
+	placeholders map[string]string       // placeholder ID → sandbox ID, every sandbox's; guarded by mu
 }
 
 func newRegistry() *registry {
@@ -92,6 +141,9 @@ func (r *registry) add(s *sandbox) {
 	defer r.mu.Unlock()
 	r.byID[s.id] = s
 	r.byAddr[s.addr] = s
+	if s.addr6.IsValid() {
+		r.byAddr[s.addr6] = s
+	}
 	for id := range s.bindings {
 		r.placeholders[id] = s.id
 	}
@@ -106,10 +158,18 @@ func (r *registry) remove(s *sandbox) bool {
 	}
 	delete(r.byID, s.id)
 	delete(r.byAddr, s.addr)
+	delete(r.byAddr, s.addr6)
 	for id := range s.bindings {
 		delete(r.placeholders, id)
 	}
 	return true
+}
+
+func (r *registry) byIDOf(id string) (*sandbox, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	s, ok := r.byID[id]
+	return s, ok
 }
 
 func (r *registry) bySource(addr netip.Addr) (*sandbox, bool) {
@@ -137,34 +197,45 @@ func (r *registry) list() []*sandbox {
 	return out
 }
 
-// sandboxPlan is a validated run request, resolved against the store.
+// sandboxPlan is a validated sandbox spec, resolved against the store.
 type sandboxPlan struct {
-	vaults []string
-	allow  []string
-	creds  []vault.Credential
+	vaults  []string
+	allow   []string
+	open    bool
+	runtime string
+	capture string
+	creds   []vault.Credential
 }
 
-// plan checks a run request before anything is created: every vault must
-// exist and be live, and every --allow pattern must be valid.
-func (a *Agent) plan(req api.RunRequest) (*sandboxPlan, error) {
-	if req.Runtime != "" && req.Runtime != "native" {
-		return nil, fmt.Errorf("runtime %q: %w (this build supports native)", req.Runtime, errUnsupported)
+// errUnsupported marks requests for features this build does not have.
+var errUnsupported = errors.New("not supported")
+
+// plan checks a sandbox spec before anything is created: the runtime and
+// capture mode must be available, every vault must exist and be live, and
+// every --allow pattern must be valid.
+func (a *Agent) plan(spec api.SandboxSpec) (*sandboxPlan, error) {
+	if spec.Runtime != "" && spec.Runtime != "native" {
+		return nil, fmt.Errorf("runtime %q: %w (this build supports native)", spec.Runtime, errUnsupported)
 	}
-	if req.Capture != "" && req.Capture != "cgroup" {
-		return nil, fmt.Errorf("capture %q: %w (this build supports cgroup)", req.Capture, errUnsupported)
+	if spec.Capture != "" && spec.Capture != "cgroup" {
+		return nil, fmt.Errorf("capture %q: %w (this build supports cgroup)", spec.Capture, errUnsupported)
 	}
-	if len(req.Argv) == 0 {
-		return nil, fmt.Errorf("%w: no command given", vault.ErrInvalid)
+	p := &sandboxPlan{vaults: spec.Vaults, runtime: "native", capture: "cgroup"}
+	switch spec.Mode {
+	case "", modeAllowlist:
+	case modeOpen:
+		p.open = true
+	default:
+		return nil, fmt.Errorf("%w: mode %q: want allowlist or open", vault.ErrInvalid, spec.Mode)
 	}
-	p := &sandboxPlan{vaults: req.Vaults}
-	for _, pat := range req.Allow {
+	for _, pat := range spec.Allow {
 		if err := domain.ValidatePattern(pat); err != nil {
 			return nil, fmt.Errorf("--allow %w", err)
 		}
 		p.allow = append(p.allow, domain.Normalize(pat))
 	}
 	envs := map[string]string{}
-	for _, v := range req.Vaults {
+	for _, v := range spec.Vaults {
 		info, err := a.store.Vault(v)
 		if err != nil {
 			return nil, err
@@ -187,25 +258,29 @@ func (a *Agent) plan(req api.RunRequest) (*sandboxPlan, error) {
 	return p, nil
 }
 
-// errUnsupported marks requests for features this build does not have.
-var errUnsupported = errors.New("not supported")
-
-// createSandbox builds a sandbox's cgroup, network and placeholders and
-// registers it, so that by the time its first process runs, capture,
-// resolver and proxy all know it. On error nothing is left behind.
-func (a *Agent) createSandbox(p *sandboxPlan) (s *sandbox, err error) {
+// createSandbox builds a sandbox's cgroup, network and placeholders,
+// records it in the state directory and registers it, so that by the time
+// its first process runs, capture, resolver and proxy all know it, and a
+// restarted agent can find it. On error nothing is left behind.
+func (a *Agent) createSandbox(p *sandboxPlan, persistent bool) (s *sandbox, err error) {
 	block, err := a.pool.lease()
 	if err != nil {
 		return nil, err
 	}
 	s = &sandbox{
-		id:       newID(),
-		block:    block,
-		addr:     a.pool.sandbox(block).Addr(),
-		vaults:   p.vaults,
-		allow:    p.allow,
-		bindings: make(map[string]binding),
-		created:  time.Now(),
+		id:         newID(),
+		block:      block,
+		addr:       a.pool.sandbox(block).Addr(),
+		addr6:      a.pool.sandbox6(block).Addr(),
+		vaults:     p.vaults,
+		allow:      p.allow,
+		open:       p.open,
+		bindings:   make(map[string]binding),
+		persistent: persistent,
+		runtime:    p.runtime,
+		capture:    p.capture,
+		created:    time.Now(),
+		done:       make(chan struct{}),
 	}
 	defer func() {
 		if err != nil {
@@ -219,38 +294,53 @@ func (a *Agent) createSandbox(p *sandboxPlan) (s *sandbox, err error) {
 		if err != nil {
 			return nil, err
 		}
-		s.bindings[placeholder.Find(ph)[0].ID] = binding{vault: c.Vault, cred: c.Name}
+		s.bindings[placeholder.Find(ph)[0].ID] = binding{Vault: c.Vault, Cred: c.Name}
 		if c.Header != "" {
-			s.templated = append(s.templated, templateBinding{vault: c.Vault, cred: c.Name, domains: c.Domains})
+			s.templated = append(s.templated, templateBinding{Vault: c.Vault, Cred: c.Name, Domains: c.Domains})
 		}
 		s.env = append(s.env, c.Env+"="+ph)
 		s.domains = append(s.domains, c.Domains...)
 	}
 
-	if s.cgroup, err = cgroup.Create(a.cfg.CgroupParent + "/" + s.id); err != nil {
+	if s.cgroup, err = cgroup.Create(filepath.Join(a.cfg.CgroupParent, s.id)); err != nil {
 		return nil, err
 	}
 	if s.cgroupID, err = bpf.CgroupID(s.cgroup.Path); err != nil {
 		return nil, fmt.Errorf("cgroup id: %w", err)
 	}
-	s.net, err = netns.Create(netns.Config{
-		HostLink:    linkPrefix + s.id,
-		HostAddr:    a.pool.host(block),
-		SandboxAddr: a.pool.sandbox(block),
-	})
-	if err != nil {
+	if s.net, err = netns.Create(a.netConfig(s)); err != nil {
+		return nil, err
+	}
+	if err := a.saveRecord(s); err != nil {
 		return nil, err
 	}
 	a.sandboxes.add(s)
 	a.log.Info("sandbox created", "sandbox", s.id, "addr", s.addr,
-		"vaults", s.vaults, "credentials", len(s.bindings))
+		"vaults", s.vaults, "credentials", len(s.bindings), "persistent", persistent)
 	a.auditSandbox(s, audit.KindSandboxCreate)
 	return s, nil
 }
 
-// teardown removes everything a sandbox holds; it is safe on a partly
-// created sandbox and idempotent.
+// netConfig is the network of sandbox s, from its address block.
+func (a *Agent) netConfig(s *sandbox) netns.Config {
+	return netns.Config{
+		HostLink:     linkPrefix + s.id,
+		HostAddr:     a.pool.host(s.block),
+		SandboxAddr:  a.pool.sandbox(s.block),
+		HostAddr6:    a.pool.host6(s.block),
+		SandboxAddr6: a.pool.sandbox6(s.block),
+		Pin:          a.netnsPin(s.id),
+	}
+}
+
+// teardown removes everything a sandbox holds: its processes, cgroup,
+// network, pins, record and address lease. It is safe on a partly created
+// sandbox and idempotent.
 func (a *Agent) teardown(s *sandbox) {
+	s.teardownOnce.Do(func() { a.teardownOnce(s) })
+}
+
+func (a *Agent) teardownOnce(s *sandbox) {
 	if a.sandboxes.remove(s) {
 		a.auditSandbox(s, audit.KindSandboxRemove)
 	}
@@ -267,6 +357,7 @@ func (a *Agent) teardown(s *sandbox) {
 			a.log.Error("remove sandbox network", "sandbox", s.id, "err", err)
 		}
 	}
+	a.removeRecord(s.id)
 	a.pool.release(s.block)
 }
 

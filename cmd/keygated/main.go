@@ -19,10 +19,14 @@ import (
 )
 
 func main() {
-	// The same binary is the init of every sandbox; that role is chosen
-	// before any flag parsing or logging.
+	// The same binary is the init of every sandbox and the last stage of
+	// every exec into one; those roles are chosen before any flag parsing
+	// or logging.
 	if len(os.Args) > 1 && os.Args[1] == jail.InitArg {
 		jail.RunInit()
+	}
+	if len(os.Args) > 1 && os.Args[1] == jail.ExecArg {
+		jail.RunExec()
 	}
 
 	var cfg hostagent.Config

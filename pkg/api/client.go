@@ -59,12 +59,16 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 	return decodeResponse(resp, out)
 }
 
+// ErrUnreachable is wrapped by the errors of calls that could not reach
+// the agent at all (no socket, connection refused or reset).
+var ErrUnreachable = errors.New("cannot reach keygated")
+
 func (c *Client) dialError(err error) error {
 	var ue *url.Error
 	if errors.As(err, &ue) {
 		err = ue.Err
 	}
-	return fmt.Errorf("cannot reach keygated at %s: %w", c.socket, err)
+	return fmt.Errorf("%w at %s: %w", ErrUnreachable, c.socket, err)
 }
 
 func decodeResponse(resp *http.Response, out any) error {
@@ -88,12 +92,23 @@ func decodeResponse(resp *http.Response, out any) error {
 // input, output and error, and returns a stream of its events. Closing the
 // stream (or this process dying) ends the sandbox.
 func (c *Client) Run(req RunRequest, stdio [3]*os.File) (*RunStream, error) {
+	return c.upgrade("/v1/run", req, stdio)
+}
+
+// Exec runs req's command in the persistent sandbox id, with the same
+// stream as Run. Closing the stream ends the command, not the sandbox.
+func (c *Client) Exec(id string, req ExecRequest, stdio [3]*os.File) (*RunStream, error) {
+	return c.upgrade("/v1/sandboxes/"+url.PathEscape(id)+"/exec", req, stdio)
+}
+
+// upgrade sends req to path, switches to the run protocol and passes stdio.
+func (c *Client) upgrade(path string, req any, stdio [3]*os.File) (*RunStream, error) {
 	conn, err := net.Dial("unix", c.socket)
 	if err != nil {
 		return nil, c.dialError(err)
 	}
 	uc := conn.(*net.UnixConn)
-	if err := writeRunRequest(uc, req); err != nil {
+	if err := writeRunRequest(uc, path, req); err != nil {
 		uc.Close()
 		return nil, err
 	}
@@ -116,12 +131,12 @@ func (c *Client) Run(req RunRequest, stdio [3]*os.File) (*RunStream, error) {
 	return &RunStream{conn: uc, dec: json.NewDecoder(br)}, nil
 }
 
-func writeRunRequest(w io.Writer, req RunRequest) error {
+func writeRunRequest(w io.Writer, path string, req any) error {
 	b, err := json.Marshal(req)
 	if err != nil {
 		return err
 	}
-	hr, err := http.NewRequest(http.MethodPost, "http://keygate/v1/run", bytes.NewReader(b))
+	hr, err := http.NewRequest(http.MethodPost, "http://keygate"+path, bytes.NewReader(b))
 	if err != nil {
 		return err
 	}

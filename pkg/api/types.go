@@ -50,17 +50,37 @@ type RotateRequest struct {
 	Secret []byte `json:"secret"`
 }
 
-// RunRequest is the body of POST /v1/run. The connection is then upgraded:
-// the client passes its stdin, stdout and stderr with SCM_RIGHTS and reads
-// RunEvents, one JSON object per line, until the exit event.
-type RunRequest struct {
+// SandboxSpec is what a sandbox is made of: the vaults whose credentials
+// it gets placeholders for, the extra domains it may reach, and how it
+// runs and is captured. Empty Runtime, Capture and Mode take the defaults
+// (native; cgroup for native, tc for runsc; allowlist).
+type SandboxSpec struct {
 	Vaults  []string `json:"vaults"`
 	Allow   []string `json:"allow"`
 	Runtime string   `json:"runtime"`
 	Capture string   `json:"capture"`
-	Argv    []string `json:"argv"`
-	Env     []string `json:"env"` // KEY=VALUE from the caller's allowlisted variables
-	Dir     string   `json:"dir"`
+	// Mode is "allowlist" (only the credentials' domains and Allow) or
+	// "open" (any public destination; credentials still only on their
+	// approved domains).
+	Mode string `json:"mode,omitempty"`
+}
+
+// RunRequest is the body of POST /v1/run. The connection is then upgraded:
+// the client passes its stdin, stdout and stderr with SCM_RIGHTS and reads
+// RunEvents, one JSON object per line, until the exit event.
+type RunRequest struct {
+	SandboxSpec
+	Argv []string `json:"argv"`
+	Env  []string `json:"env"` // KEY=VALUE from the caller's allowlisted variables
+	Dir  string   `json:"dir"`
+}
+
+// ExecRequest is the body of POST /v1/sandboxes/{id}/exec, upgraded like
+// a run.
+type ExecRequest struct {
+	Argv []string `json:"argv"`
+	Env  []string `json:"env"`
+	Dir  string   `json:"dir"`
 }
 
 // RunEvent reports progress of a run.
@@ -71,15 +91,25 @@ type RunEvent struct {
 	Error    string `json:"error,omitempty"`
 }
 
+// WaitResponse is the answer to GET /v1/sandboxes/{id}/wait: the exit
+// status of the sandbox's command (or of its init, for a persistent one).
+type WaitResponse struct {
+	Sandbox  string `json:"sandbox"`
+	ExitCode int    `json:"exit_code"`
+}
+
 // Sandbox describes a live sandbox.
 type Sandbox struct {
-	ID      string    `json:"id"`
-	Address string    `json:"address"`
-	Vaults  []string  `json:"vaults"`
-	Allow   []string  `json:"allow"`
-	Runtime string    `json:"runtime"`
-	Capture string    `json:"capture"`
-	Created time.Time `json:"created"`
+	ID         string    `json:"id"`
+	Address    string    `json:"address"`
+	Address6   string    `json:"address6,omitempty"`
+	Vaults     []string  `json:"vaults"`
+	Allow      []string  `json:"allow"`
+	Runtime    string    `json:"runtime"`
+	Capture    string    `json:"capture"`
+	Mode       string    `json:"mode"`
+	Persistent bool      `json:"persistent"` // made by sandbox create; else by run
+	Created    time.Time `json:"created"`
 }
 
 // Error is the body of every non-2xx response.

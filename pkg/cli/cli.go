@@ -51,7 +51,7 @@ func commands() []command {
 		{"vault", "create, list and archive vaults", runVault},
 		{"cred", "add, rotate, remove and list credentials", runCred},
 		{"run", "run a command in a new sandbox", runRun},
-		{"sandbox", "list live sandboxes", runSandbox},
+		{"sandbox", "create, list, exec in and remove long-lived sandboxes", runSandbox},
 		{"audit", "read and verify the audit log", runAudit},
 	}
 }

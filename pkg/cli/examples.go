@@ -18,6 +18,11 @@ var examples = map[string]string{
   keygate run --vault prod --allow pypi.org --allow files.pythonhosted.org -- pip install requests
   keygate run --runtime runsc --vault prod -- curl https://api.openai.com/v1/models`,
 	"sandbox list": "keygate sandbox list --json",
+	"sandbox create": `id=$(keygate sandbox create --vault prod --allow pypi.org)
+  keygate sandbox exec "$id" -- python3 agent.py
+  keygate sandbox rm "$id"`,
+	"sandbox exec": "keygate sandbox exec 1c36e397 -- curl -sS https://api.openai.com/v1/models",
+	"sandbox rm":   "keygate sandbox rm 1c36e397",
 	"audit": `keygate audit --vault prod --since 24h
   keygate audit --kind request.deny --json`,
 	"audit verify": "keygate audit verify   # exit 1 and the first bad record if the chain is broken",

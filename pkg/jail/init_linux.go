@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -22,15 +23,20 @@ const specFD = 3
 // RunInit is the sandbox init's main function. It never returns: it exits
 // with the command's status, or 125 when the sandbox could not be set up.
 func RunInit() {
-	code, err := runInit()
+	var exitFile *os.File
+	code, err := runInit(&exitFile)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "keygate: sandbox setup: %v\n", err)
-		os.Exit(125)
+		code = 125
+	}
+	if exitFile != nil {
+		fmt.Fprintf(exitFile, "exit %d\n", code)
+		exitFile.Sync()
 	}
 	os.Exit(code)
 }
 
-func runInit() (int, error) {
+func runInit(exitFile **os.File) (int, error) {
 	// Privilege changes below are per thread; the command is forked from
 	// this thread so it inherits them.
 	runtime.LockOSThread()
@@ -41,6 +47,9 @@ func runInit() (int, error) {
 		return 0, fmt.Errorf("read spec: %w", err)
 	}
 	f.Close()
+	if spec.ExitFD != 0 {
+		*exitFile = os.NewFile(uintptr(spec.ExitFD), "exit")
+	}
 	if err := spec.Validate(); err != nil {
 		return 0, err
 	}
@@ -54,7 +63,28 @@ func runInit() (int, error) {
 	if err := dropPrivileges(); err != nil {
 		return 0, err
 	}
+	if spec.Persistent {
+		return waitForStop()
+	}
 	return runCommand(&spec)
+}
+
+// waitForStop is the life of a persistent sandbox's init: reap whatever
+// exits until SIGTERM or SIGINT, then end every process of the sandbox (by
+// exiting: the kernel kills the rest of a pid namespace with its init).
+func waitForStop() (int, error) {
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT)
+	go func() {
+		for {
+			var ws unix.WaitStatus
+			if _, err := unix.Wait4(-1, &ws, 0, nil); errors.Is(err, unix.ECHILD) {
+				time.Sleep(100 * time.Millisecond) // nothing to reap yet
+			}
+		}
+	}()
+	<-sigs
+	return 0, nil
 }
 
 // setupMounts builds the sandbox's file system view in its private mount

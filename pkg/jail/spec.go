@@ -32,11 +32,22 @@ type Spec struct {
 	Hostname string   `json:"hostname"`
 	Hide     []string `json:"hide"`  // paths covered by an empty read-only tmpfs
 	Binds    []Bind   `json:"binds"` // read-only file binds, e.g. the CA bundle
+	// Persistent makes the init run no command of its own: it keeps the
+	// sandbox's namespaces alive for commands started later with Exec,
+	// reaps them, and exits on SIGTERM. Argv must then be empty.
+	Persistent bool `json:"persistent,omitempty"`
+	// ExitFD, if not 0, is a descriptor the init writes its exit status to
+	// ("exit N\n") before it exits, so an agent that restarted in the
+	// meantime, and so is not its parent, still learns it.
+	ExitFD int `json:"exit_fd,omitempty"`
 }
 
 // Validate checks the spec before anything is started.
 func (s *Spec) Validate() error {
-	if len(s.Argv) == 0 || s.Argv[0] == "" {
+	switch {
+	case s.Persistent && len(s.Argv) != 0:
+		return errors.New("a persistent sandbox init runs no command of its own")
+	case !s.Persistent && (len(s.Argv) == 0 || s.Argv[0] == ""):
 		return errors.New("no command given")
 	}
 	if s.UID == 0 || s.GID == 0 {

@@ -17,6 +17,8 @@ type StartOptions struct {
 	Enter  func(fn func() error) error
 	Cgroup *os.File   // the sandbox's cgroup directory; the init starts inside it
 	Stdio  []*os.File // stdin, stdout, stderr for the command
+	// ExitFile, if set, receives the init's exit status (see Spec.ExitFD).
+	ExitFile *os.File
 }
 
 // Start launches the sandbox init with spec in fresh mount, pid, ipc and
@@ -43,13 +45,20 @@ func Start(spec *Spec, opts StartOptions) (*exec.Cmd, error) {
 	cmd.Env = []string{} // the agent's environment never reaches a sandbox
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = opts.Stdio[0], opts.Stdio[1], opts.Stdio[2]
 	cmd.ExtraFiles = []*os.File{r}
+	if opts.ExitFile != nil {
+		cmd.ExtraFiles = append(cmd.ExtraFiles, opts.ExitFile)
+		spec.ExitFD = specFD + 1
+	}
+	// No Pdeathsig: a sandbox outlives a crashed agent. Its traffic fails
+	// closed meanwhile (the pinned capture programs still send it to the
+	// agent's address, where nothing answers), and the restarted agent
+	// adopts it again or ends it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Cloneflags: syscall.CLONE_NEWNS | syscall.CLONE_NEWPID |
 			syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS,
 		UseCgroupFD: true,
 		CgroupFD:    int(opts.Cgroup.Fd()),
 		Setsid:      true, // no controlling terminal: TIOCSTI cannot reach the operator's shell
-		Pdeathsig:   syscall.SIGKILL,
 	}
 
 	if err := opts.Enter(cmd.Start); err != nil {

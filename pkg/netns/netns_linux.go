@@ -17,6 +17,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // Config describes one sandbox network.
@@ -24,6 +25,13 @@ type Config struct {
 	HostLink    string       // name of the veth end left in the host namespace
 	HostAddr    netip.Prefix // address of the host end, e.g. 10.233.0.5/30
 	SandboxAddr netip.Prefix // address of the sandbox end (eth0), same subnet
+	// HostAddr6 and SandboxAddr6 are the IPv6 addresses of the two ends,
+	// in one subnet; both zero = no IPv6 (the host end's IPv6 is then off).
+	HostAddr6, SandboxAddr6 netip.Prefix
+	// Pin, if set, is a file path the namespace is bind-mounted on, so it
+	// can be opened again (Open) by an agent that restarted, or by a
+	// runtime that takes a namespace path. "" = no pin.
+	Pin string
 }
 
 func (c Config) validate() error {
@@ -36,6 +44,12 @@ func (c Config) validate() error {
 	if c.HostAddr.Masked() != c.SandboxAddr.Masked() {
 		return fmt.Errorf("addresses %s, %s: not in one subnet", c.HostAddr, c.SandboxAddr)
 	}
+	if c.HostAddr6.IsValid() != c.SandboxAddr6.IsValid() {
+		return fmt.Errorf("IPv6 addresses %s, %s: give both or neither", c.HostAddr6, c.SandboxAddr6)
+	}
+	if c.HostAddr6.IsValid() && (!c.HostAddr6.Addr().Is6() || c.HostAddr6.Masked() != c.SandboxAddr6.Masked()) {
+		return fmt.Errorf("IPv6 addresses %s, %s: need IPv6 in one subnet", c.HostAddr6, c.SandboxAddr6)
+	}
 	return nil
 }
 
@@ -43,6 +57,35 @@ func (c Config) validate() error {
 type Net struct {
 	NS  vnetns.NsHandle // open handle on the namespace; closed by Close
 	cfg Config
+}
+
+// Path returns the file the namespace is pinned on, or "".
+func (n *Net) Path() string { return n.cfg.Pin }
+
+// Open returns the Net of an existing sandbox whose namespace was pinned
+// at cfg.Pin by Create; its host link must still exist.
+func Open(cfg Config) (*Net, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Pin == "" {
+		return nil, errors.New("open netns: no pin path")
+	}
+	if _, err := netlink.LinkByName(cfg.HostLink); err != nil {
+		return nil, fmt.Errorf("open netns: host link %s: %w", cfg.HostLink, err)
+	}
+	ns, err := vnetns.GetFromPath(cfg.Pin)
+	if err != nil {
+		return nil, fmt.Errorf("open netns %s: %w", cfg.Pin, err)
+	}
+	return &Net{NS: ns, cfg: cfg}, nil
+}
+
+// Remove deletes what Create left for a sandbox network that can no
+// longer be opened: the host link and the pin. Missing parts are fine.
+func Remove(cfg Config) error {
+	n := &Net{cfg: cfg}
+	return n.Close()
 }
 
 // Create makes the namespace and the veth pair and configures both ends. On
@@ -76,7 +119,43 @@ func Create(cfg Config) (n *Net, err error) {
 	if err := configureSandboxEnd(ns, cfg); err != nil {
 		return nil, err
 	}
+	if cfg.Pin != "" {
+		if err := pin(ns, cfg.Pin); err != nil {
+			return nil, err
+		}
+	}
 	return n, nil
+}
+
+// pin bind-mounts the namespace on path, as `ip netns add` does, so that it
+// can be found by path and lives as long as the mount.
+func pin(ns vnetns.NsHandle, path string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("pin netns: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_RDONLY, 0o444)
+	if err != nil {
+		return fmt.Errorf("pin netns: %w", err)
+	}
+	f.Close()
+	src := fmt.Sprintf("/proc/self/fd/%d", int(ns))
+	if err := unix.Mount(src, path, "", unix.MS_BIND, ""); err != nil {
+		os.Remove(path)
+		return fmt.Errorf("pin netns on %s: %w", path, err)
+	}
+	return nil
+}
+
+// unpin undoes pin; a path that is not pinned is only removed.
+func unpin(path string) error {
+	err := unix.Unmount(path, unix.MNT_DETACH)
+	if err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("unpin netns %s: %w", path, err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("unpin netns %s: %w", path, err)
+	}
+	return nil
 }
 
 // newNamespace creates a network namespace without moving the caller into
@@ -117,11 +196,19 @@ func configureHostEnd(cfg Config) error {
 	// No forwarding for packets arriving from the sandbox, strict
 	// reverse-path filtering so it cannot use another sandbox's address,
 	// and no IPv6 on the host end at all.
+	disable6 := "1"
+	if cfg.HostAddr6.IsValid() {
+		disable6 = "0"
+	}
 	sysctls := map[string]string{
 		"ipv4/conf/" + cfg.HostLink + "/forwarding":   "0",
 		"ipv4/conf/" + cfg.HostLink + "/rp_filter":    "1",
 		"ipv4/conf/" + cfg.HostLink + "/accept_local": "0",
-		"ipv6/conf/" + cfg.HostLink + "/disable_ipv6": "1",
+		"ipv6/conf/" + cfg.HostLink + "/disable_ipv6": disable6,
+		// IPv6 forwarding is decided by the global setting, not per
+		// interface; the veth guard program is what stops a sandbox's
+		// packets from being forwarded on a host that forwards IPv6.
+		"ipv6/conf/" + cfg.HostLink + "/accept_ra": "0",
 	}
 	for key, val := range sysctls {
 		if err := writeSysctl(key, val); err != nil {
@@ -135,6 +222,12 @@ func configureHostEnd(cfg Config) error {
 	}
 	if err := netlink.AddrAdd(link, &netlink.Addr{IPNet: ipNet(cfg.HostAddr)}); err != nil {
 		return fmt.Errorf("address %s on %s: %w", cfg.HostAddr, cfg.HostLink, err)
+	}
+	if cfg.HostAddr6.IsValid() {
+		a := &netlink.Addr{IPNet: ipNet(cfg.HostAddr6), Flags: unix.IFA_F_NODAD}
+		if err := netlink.AddrAdd(link, a); err != nil {
+			return fmt.Errorf("address %s on %s: %w", cfg.HostAddr6, cfg.HostLink, err)
+		}
 	}
 	if err := netlink.LinkSetUp(link); err != nil {
 		return fmt.Errorf("bring up %s: %w", cfg.HostLink, err)
@@ -171,6 +264,24 @@ func configureSandboxEnd(ns vnetns.NsHandle, cfg Config) error {
 	if err := h.RouteAdd(&netlink.Route{LinkIndex: eth.Attrs().Index, Gw: gw}); err != nil {
 		return fmt.Errorf("default route via %s: %w", gw, err)
 	}
+	if cfg.SandboxAddr6.IsValid() {
+		return configureSandbox6(h, eth, cfg)
+	}
+	return nil
+}
+
+// configureSandbox6 gives eth0 its IPv6 address (without duplicate address
+// detection, so it is usable at once) and a default route to the host end.
+func configureSandbox6(h *netlink.Handle, eth netlink.Link, cfg Config) error {
+	a := &netlink.Addr{IPNet: ipNet(cfg.SandboxAddr6), Flags: unix.IFA_F_NODAD}
+	if err := h.AddrAdd(eth, a); err != nil {
+		return fmt.Errorf("address %s on eth0: %w", cfg.SandboxAddr6, err)
+	}
+	gw := net.IP(cfg.HostAddr6.Addr().AsSlice())
+	dflt := &net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}
+	if err := h.RouteAdd(&netlink.Route{LinkIndex: eth.Attrs().Index, Dst: dflt, Gw: gw}); err != nil {
+		return fmt.Errorf("default route via %s: %w", gw, err)
+	}
 	return nil
 }
 
@@ -185,6 +296,9 @@ func (n *Net) Close() error {
 	}
 	if n.NS.IsOpen() {
 		errs = append(errs, n.NS.Close())
+	}
+	if n.cfg.Pin != "" {
+		errs = append(errs, unpin(n.cfg.Pin))
 	}
 	return errors.Join(errs...)
 }

@@ -14,9 +14,11 @@ var ErrNotSupported = errors.New("network namespaces need Linux")
 
 // Config describes one sandbox network.
 type Config struct {
-	HostLink    string
-	HostAddr    netip.Prefix
-	SandboxAddr netip.Prefix
+	HostLink                string
+	HostAddr                netip.Prefix
+	SandboxAddr             netip.Prefix
+	HostAddr6, SandboxAddr6 netip.Prefix
+	Pin                     string
 }
 
 // Net is unavailable on this system.
@@ -30,3 +32,12 @@ func (*Net) Close() error { return nil }
 
 // Do reports ErrNotSupported.
 func (*Net) Do(func() error) error { return ErrNotSupported }
+
+// Open reports ErrNotSupported.
+func Open(Config) (*Net, error) { return nil, ErrNotSupported }
+
+// Remove reports ErrNotSupported.
+func Remove(Config) error { return ErrNotSupported }
+
+// Path returns "".
+func (*Net) Path() string { return "" }
