@@ -43,7 +43,7 @@ run() {
 	local n=$1 t0
 	t0=$(date +%s)
 	echo "check-provision-idempotent: provision run $n"
-	./scripts/provision.sh 2>&1 | tee "$tmp/run$n.log"
+	bash scripts/provision.sh 2>&1 | tee "$tmp/run$n.log"
 	echo "check-provision-idempotent: provision run $n took $(($(date +%s) - t0))s"
 }
 

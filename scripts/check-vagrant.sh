@@ -54,5 +54,5 @@ for provider in libvirt virtualbox; do
 	VAGRANT_DEFAULT_PROVIDER=$provider vagrant validate
 done
 # The provisioner runs this script from the synced checkout.
-[ -x ../scripts/provision.sh ] || { echo "check-vagrant: scripts/provision.sh missing or not executable" >&2; exit 1; }
+[ -f ../scripts/provision.sh ] || { echo "check-vagrant: scripts/provision.sh missing" >&2; exit 1; }
 log "ok"

@@ -48,6 +48,24 @@ older_than_install() {
 	return 1
 }
 
+# agent_answers succeeds once the agent answers on its control socket,
+# waiting up to ten seconds for a freshly started one.
+agent_answers() {
+	local i
+	for i in $(seq 50); do
+		/usr/local/bin/keygate vault list >/dev/null 2>&1 && return 0
+		systemctl is-active --quiet keygated.service || [ "$i" -lt 5 ] || return 1
+		sleep 0.2
+	done
+	return 1
+}
+
+agent_failed() {
+	echo "provision: keygated.service does not run:" >&2
+	systemctl status --no-pager keygated.service >&2 || true
+	exit 1
+}
+
 # pkg_state lists installed packages and the Go toolchain, to tell whether
 # install-deps.sh changed anything.
 pkg_state() {
@@ -57,12 +75,12 @@ pkg_state() {
 
 log "dependencies"
 before=$(pkg_state)
-./scripts/install-deps.sh
+bash scripts/install-deps.sh
 [ "$before" = "$(pkg_state)" ] || changed+=(deps)
 export PATH=/usr/local/go/bin:$PATH
 
 log "gVisor runsc"
-./scripts/install-runsc.sh | tee "$tmp/runsc.log"
+bash scripts/install-runsc.sh | tee "$tmp/runsc.log"
 [ "$(tail -n1 "$tmp/runsc.log")" = "install-runsc: unchanged" ] || changed+=(runsc)
 
 log "building and installing keygate"
@@ -83,21 +101,20 @@ else
 		changed+=(enabled)
 	fi
 	if [ "$start" = 1 ]; then
-		restart=0
+		action=
 		for c in "${changed[@]}"; do
-			case $c in keygated | unit) restart=1 ;; esac
+			case $c in keygated | unit) action=restart ;; esac
 		done
 		if ! systemctl is-active --quiet keygated.service; then
-			systemctl start keygated.service
-			changed+=(started)
-		elif [ "$restart" = 1 ] || older_than_install; then
-			systemctl restart keygated.service
-			changed+=(restarted)
+			action=start
+		elif [ -z "$action" ] && older_than_install; then
+			action=restart
 		fi
-		systemctl is-active --quiet keygated.service || {
-			systemctl status --no-pager keygated.service >&2 || true
-			exit 1
-		}
+		if [ -n "$action" ]; then
+			systemctl "$action" keygated.service || agent_failed
+			changed+=("${action}ed")
+		fi
+		agent_answers || agent_failed
 		log "keygated.service is running; try: keygate vault list"
 	else
 		log "KEYGATE_PROVISION_START=0: keygated.service left as it was ($(systemctl is-active keygated.service || true))"
