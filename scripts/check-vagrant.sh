@@ -15,6 +15,11 @@ cd "$(dirname "$0")/../vagrant"
 
 log() { echo "check-vagrant: $*"; }
 
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+export VAGRANT_HOME=$tmp/home VAGRANT_DOTFILE_PATH=$tmp/dot
+export VAGRANT_CHECKPOINT_DISABLE=1 VAGRANT_BOX_UPDATE_CHECK_DISABLE=1
+
 # has_libvirt_plugin succeeds when Vagrant can load vagrant-libvirt.
 has_libvirt_plugin() { vagrant plugin list 2>/dev/null | grep -q '^vagrant-libvirt '; }
 
@@ -32,11 +37,6 @@ if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/nu
 	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 command -v vagrant >/dev/null || { echo "check-vagrant: vagrant missing (run as root to install it)" >&2; exit 1; }
-
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-export VAGRANT_HOME=$tmp/home VAGRANT_DOTFILE_PATH=$tmp/dot
-export VAGRANT_CHECKPOINT_DISABLE=1 VAGRANT_BOX_UPDATE_CHECK_DISABLE=1
 
 if ! command -v VBoxManage >/dev/null; then
 	mkdir "$tmp/bin"

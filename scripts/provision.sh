@@ -93,7 +93,7 @@ grep -q '/keygated installed$' "$tmp/install.log" && changed+=(keygated)
 grep -q '/keygated.service installed$' "$tmp/install.log" && changed+=(unit)
 
 if ! systemd_running; then
-	log "systemd is not PID 1 here ($(ps -p 1 -o comm=)): keygated.service not enabled or started"
+	log "systemd is not PID 1 here ($(cat /proc/1/comm)): keygated.service not enabled or started"
 	log "run the agent by hand: keygated --state-dir /var/lib/keygate &"
 else
 	if [ "$(systemctl is-enabled keygated.service 2>/dev/null)" != enabled ]; then
