@@ -10,20 +10,8 @@ import (
 // ErrNotSupported is returned on systems without eBPF.
 var ErrNotSupported = errors.New("ebpf capture needs Linux")
 
-// CgroupConfig says where the cgroup programs send captured traffic.
-type CgroupConfig struct {
-	Proxy    netip.AddrPort
-	Resolver netip.AddrPort
-}
-
 // CgroupCapture is unavailable on this system.
 type CgroupCapture struct{}
-
-// OrigDst is where a captured connection was going before it was redirected.
-type OrigDst struct {
-	Dst      netip.AddrPort
-	CgroupID uint64
-}
 
 // LoadCgroup reports ErrNotSupported.
 func LoadCgroup(CgroupConfig) (*CgroupCapture, error) { return nil, ErrNotSupported }
@@ -37,8 +25,32 @@ func (*CgroupCapture) TakeConn(netip.AddrPort) (OrigDst, error) { return OrigDst
 // Counters reports ErrNotSupported.
 func (*CgroupCapture) Counters() (map[string]uint64, error) { return nil, ErrNotSupported }
 
+// Unpin reports ErrNotSupported.
+func (*CgroupCapture) Unpin() error { return ErrNotSupported }
+
 // Close does nothing.
 func (*CgroupCapture) Close() error { return nil }
 
 // CgroupID reports ErrNotSupported.
 func CgroupID(string) (uint64, error) { return 0, ErrNotSupported }
+
+// Guard is unavailable on this system.
+type Guard struct{}
+
+// LoadGuard reports ErrNotSupported.
+func LoadGuard(GuardConfig) (*Guard, error) { return nil, ErrNotSupported }
+
+// Attach reports ErrNotSupported.
+func (*Guard) Attach(int, GuardVeth) error { return ErrNotSupported }
+
+// Detach reports ErrNotSupported.
+func (*Guard) Detach(int) error { return ErrNotSupported }
+
+// Counters reports ErrNotSupported.
+func (*Guard) Counters() (map[string]uint64, error) { return nil, ErrNotSupported }
+
+// Unpin reports ErrNotSupported.
+func (*Guard) Unpin() error { return ErrNotSupported }
+
+// Close does nothing.
+func (*Guard) Close() error { return nil }

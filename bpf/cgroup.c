@@ -2,21 +2,41 @@
 
 // SPDX-License-Identifier: (MIT OR GPL-2.0-only)
 //
-// cgroup capture mode: socket hooks attached to keygate's parent cgroup, so
-// they run for every process of every sandbox below it.
+// cgroup capture mode: programs attached to keygate's parent cgroup, so they
+// run for every process of every sandbox below it.
 //
-//   connect4  TCP → the proxy, DNS (TCP or connected UDP to port 53) → the
-//             resolver, loopback untouched, anything else refused (EPERM).
-//   sendmsg4  unconnected UDP to port 53 → the resolver, other UDP refused.
-//   recvmsg4  replies from the resolver appear to come from the server asked.
-//   sockops   once a redirected TCP socket has a source port, publish
-//             (sandbox address, source port) → original destination so the
-//             proxy can recover where the connection was going at accept().
+//   connect4/6     TCP → the proxy, DNS (TCP or connected UDP to port 53) →
+//                  the resolver, loopback untouched, anything else refused
+//                  (EPERM).
+//   sendmsg4/6     unconnected UDP to port 53 → the resolver, other UDP
+//                  refused.
+//   recvmsg4/6     replies from the resolver appear to come from the server
+//                  asked.
+//   getpeername4/6 a redirected socket reports the peer it dialled.
+//   sock_release   forgets a closing socket's original destination.
+//   sockops        once a redirected TCP socket has a source port, publish
+//                  (sandbox address, source port) → original destination so
+//                  the proxy can recover where the connection was going.
+//   cgroup_skb     second line of defence: every IP packet a sandbox socket
+//                  sends must be addressed to the proxy, the resolver or
+//                  loopback, whatever the socket hooks above did or missed.
+//
+// None of these see AF_PACKET sockets, which bypass the IP stack; the veth
+// guard (guard.c) stops those.
+//
+// Addresses are stored v4-mapped in IPv6-sized fields (see addr.h), so one
+// entry format serves AF_INET sockets, AF_INET6 sockets and AF_INET6
+// sockets that dial IPv4 through ::ffff:a.b.c.d.
 
 #include <linux/bpf.h>
 #include <linux/in.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
+
+#include "addr.h"
 
 char __license[] SEC("license") = "Dual MIT/GPL";
 
@@ -24,95 +44,168 @@ char __license[] SEC("license") = "Dual MIT/GPL";
 #define DNS_PORT 53
 #define SOCK_STREAM 1
 #define SOCK_DGRAM 2
+#define LIBBPF_PIN_BY_NAME 1
 
-// Filled in by the loader before the programs are loaded.
-volatile const __u32 proxy_ip4 = 0; // network byte order
-volatile const __u16 proxy_port = 0; // host byte order
-volatile const __u32 dns_ip4 = 0;   // network byte order
-volatile const __u16 dns_port = 0;  // host byte order
+#define ICMPV6_ROUTER_SOLICIT 133
+#define ICMPV6_NEIGH_SOLICIT 135
+#define ICMPV6_NEIGH_ADVERT 136
+#define IP_OFFMASK 0x1fff
+
+// Filled in by the loader before the programs are loaded. Addresses are in
+// network byte order, ports in host byte order.
+volatile const __u32 proxy_ip4 = 0;
+volatile const __u16 proxy_port = 0;
+volatile const __u32 dns_ip4 = 0;
+volatile const __u16 dns_port = 0;
+volatile const __u32 proxy_ip6[4] = {};
+volatile const __u16 proxy6_port = 0;
+volatile const __u32 dns_ip6[4] = {};
+volatile const __u16 dns6_port = 0;
+// Zero when the agent has no IPv6 service address: IPv6 destinations that
+// are not v4-mapped are then refused.
+volatile const __u8 have_ip6 = 0;
 
 // orig_dst is where a sandbox socket meant to go, and which cgroup asked.
 struct orig_dst {
-	__u32 ip4;  // network byte order
-	__u16 port; // host byte order
-	__u16 pad;
 	__u64 cgroup_id;
+	__u32 ip6[4]; // IPv6, or IPv4 v4-mapped; network byte order
+	__u16 port;   // host byte order
+	__u16 pad[3];
 };
 
 // conn_key identifies a sandbox's TCP connection as the proxy sees its peer.
 struct conn_key {
-	__u32 ip4;  // sandbox source address, network byte order
-	__u16 port; // source port, host byte order
+	__u32 ip6[4]; // sandbox source address (IPv4 v4-mapped), network order
+	__u16 port;   // source port, host byte order
 	__u16 pad;
 };
 
-// Exit reasons, counted per CPU. Keep in sync with Reason* in bpf.go.
+// Exit reasons, counted per CPU. The names the Go side exports are in
+// reasons.go; keep both in the same order and only ever append.
 enum reason {
-	REASON_TCP_REDIRECT = 0,
-	REASON_DNS_REDIRECT,
-	REASON_LOOPBACK,
-	REASON_DENY_UDP,
-	REASON_DENY_OTHER,
-	REASON_DNS_REPLY,
-	REASON_CONN_PUBLISHED,
-	REASON_CONN_UNKNOWN,
+	REASON_TCP_REDIRECT = 0, // connect4: TCP sent to the proxy
+	REASON_DNS_REDIRECT,     // connect4/sendmsg4: DNS sent to the resolver
+	REASON_LOOPBACK,         // connect4/sendmsg4: 127.0.0.0/8 left alone
+	REASON_DENY_UDP,         // connect4/sendmsg4: non-DNS UDP refused
+	REASON_DENY_OTHER,       // connect4: any other socket type refused
+	REASON_DNS_REPLY,        // recvmsg4: reply source restored
+	REASON_CONN_PUBLISHED,   // sockops: conn_dst entry written
+	REASON_CONN_UNKNOWN,     // sockops: TCP connect with no sock_dst entry
+	REASON_TCP_REDIRECT6,    // connect6: TCP sent to the proxy
+	REASON_DNS_REDIRECT6,    // connect6/sendmsg6: DNS sent to the resolver
+	REASON_LOOPBACK6,        // connect6/sendmsg6: ::1 or ::ffff:127/104
+	REASON_DENY_UDP6,        // connect6/sendmsg6: non-DNS UDP refused
+	REASON_DENY_OTHER6,      // connect6: any other socket type refused
+	REASON_DENY_NO_IP6,      // connect6/sendmsg6: IPv6 asked, none configured
+	REASON_DNS_REPLY6,       // recvmsg6: reply source restored
+	REASON_PEER_RESTORED,    // getpeername4/6: dialled peer reported
+	REASON_SOCK_FORGOTTEN,   // sock_release: sock_dst entry removed
+	REASON_SKB_PASS_SERVICE, // cgroup_skb: packet to the proxy/resolver
+	REASON_SKB_PASS_LOOPBACK, // cgroup_skb: packet to 127.0.0.0/8 or ::1
+	REASON_SKB_PASS_ND,      // cgroup_skb: IPv6 neighbour discovery
+	REASON_SKB_DROP_V4,      // cgroup_skb: IPv4 packet to anywhere else
+	REASON_SKB_DROP_V6,      // cgroup_skb: IPv6 packet to anywhere else
+	REASON_SKB_DROP_OTHER_PROTO, // cgroup_skb: neither IPv4 nor IPv6
 	REASON_MAX,
 };
 
-// socket cookie → original destination, written at connect/sendmsg.
+// socket cookie → original destination, written at connect/sendmsg and
+// removed at sock_release. Pinned: it outlives the agent.
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, MAX_SOCKETS);
 	__type(key, __u64);
 	__type(value, struct orig_dst);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } sock_dst SEC(".maps");
 
-// (sandbox address, source port) → original destination, read by the proxy.
+// (sandbox address, source port) → original destination, read and deleted
+// by the proxy at accept(). Pinned.
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, MAX_SOCKETS);
 	__type(key, struct conn_key);
 	__type(value, struct orig_dst);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } conn_dst SEC(".maps");
 
-// reason → number of times a hook exited for it.
+// reason → number of times a program exited for it. Pinned.
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, REASON_MAX);
 	__type(key, __u32);
 	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } counters SEC(".maps");
 
-static __always_inline void count(__u32 reason)
+// count is not inlined so that enum reason reaches BTF, where bpf2go finds it.
+static __noinline void count(enum reason reason)
 {
 	__u64 *n = bpf_map_lookup_elem(&counters, &reason);
 	if (n)
 		*n += 1;
 }
 
-static __always_inline int is_loopback(__u32 ip4)
+static __always_inline int is_tcp(struct bpf_sock_addr *ctx)
 {
-	return (bpf_ntohl(ip4) >> 24) == 127;
+	return ctx->type == SOCK_STREAM && ctx->protocol == IPPROTO_TCP;
+}
+
+static __always_inline int is_udp(struct bpf_sock_addr *ctx)
+{
+	return ctx->type == SOCK_DGRAM && ctx->protocol == IPPROTO_UDP;
 }
 
 // remember records the destination the sandbox asked for, keyed by socket.
-static __always_inline void remember(struct bpf_sock_addr *ctx)
+static __always_inline void remember(struct bpf_sock_addr *ctx, __u32 *ip6)
 {
 	__u64 cookie = bpf_get_socket_cookie(ctx);
 	struct orig_dst dst = {
-		.ip4 = ctx->user_ip4,
-		.port = bpf_ntohs(ctx->user_port),
 		.cgroup_id = bpf_get_current_cgroup_id(),
+		.port = bpf_ntohs(ctx->user_port),
 	};
+	ip6_copy(dst.ip6, ip6);
 	bpf_map_update_elem(&sock_dst, &cookie, &dst, BPF_ANY);
 }
 
-static __always_inline int redirect_dns(struct bpf_sock_addr *ctx)
+// redirect4 sends an AF_INET socket to ip4:port, remembering where it was
+// going.
+static __always_inline int redirect4(struct bpf_sock_addr *ctx, __u32 ip4, __u16 port,
+				     __u32 reason)
 {
-	remember(ctx);
-	ctx->user_ip4 = dns_ip4;
-	ctx->user_port = bpf_htons(dns_port);
-	count(REASON_DNS_REDIRECT);
+	__u32 orig[4];
+
+	ip6_set_v4mapped(orig, ctx->user_ip4);
+	remember(ctx, orig);
+	ctx->user_ip4 = ip4;
+	ctx->user_port = bpf_htons(port);
+	count(reason);
+	return 1;
+}
+
+// redirect6 sends an AF_INET6 socket to a service, remembering where it was
+// going. A v4-mapped destination goes to the service's IPv4 address,
+// v4-mapped, so the socket stays on IPv4 as the sandbox asked; anything
+// else goes to the service's IPv6 address, or is refused if there is none.
+static __always_inline int redirect6(struct bpf_sock_addr *ctx, __u32 *orig, __u32 ip4,
+				     __u16 port4, const volatile __u32 *ip6, __u16 port6,
+				     __u32 reason)
+{
+	__u32 svc[4];
+
+	if (ip6_is_v4mapped(orig)) {
+		ip6_set_v4mapped(svc, ip4);
+	} else if (have_ip6) {
+		ip6_copy(svc, ip6);
+		port4 = port6;
+	} else {
+		count(REASON_DENY_NO_IP6);
+		return 0;
+	}
+	remember(ctx, orig);
+	ip6_copy(ctx->user_ip6, svc);
+	ctx->user_port = bpf_htons(port4);
+	count(reason);
 	return 1;
 }
 
@@ -123,25 +216,51 @@ int kg_connect4(struct bpf_sock_addr *ctx)
 
 	// DNS goes to the resolver whatever server was asked, loopback included:
 	// a stub resolver on 127.0.0.53 must not answer on the sandbox's behalf.
-	if (port == DNS_PORT && (ctx->type == SOCK_STREAM || ctx->type == SOCK_DGRAM))
-		return redirect_dns(ctx);
+	if (port == DNS_PORT && (is_tcp(ctx) || is_udp(ctx)))
+		return redirect4(ctx, dns_ip4, dns_port, REASON_DNS_REDIRECT);
 
 	// The sandbox's loopback is its own network namespace's.
-	if (is_loopback(ctx->user_ip4)) {
+	if (ip4_is_loopback(ctx->user_ip4)) {
 		count(REASON_LOOPBACK);
 		return 1;
 	}
 
-	if (ctx->type == SOCK_STREAM && ctx->protocol == IPPROTO_TCP) {
-		remember(ctx);
-		ctx->user_ip4 = proxy_ip4;
-		ctx->user_port = bpf_htons(proxy_port);
-		count(REASON_TCP_REDIRECT);
+	if (is_tcp(ctx))
+		return redirect4(ctx, proxy_ip4, proxy_port, REASON_TCP_REDIRECT);
+
+	// Non-DNS UDP (QUIC included), ping sockets, MPTCP and anything else:
+	// connect() fails EPERM.
+	count(is_udp(ctx) ? REASON_DENY_UDP : REASON_DENY_OTHER);
+	return 0;
+}
+
+// kg_connect6 mirrors kg_connect4 for AF_INET6 sockets. A dual-stack socket
+// that dials ::ffff:a.b.c.d is redirected to ::ffff:<service IPv4>: the
+// kernel then connects over IPv4 from inside tcp_v6_connect (or
+// __ip6_datagram_connect), and connect4 does not run for it. The tests
+// check this (TestSocketHooks counts tcp_redirect6, not tcp_redirect).
+SEC("cgroup/connect6")
+int kg_connect6(struct bpf_sock_addr *ctx)
+{
+	__u16 port = bpf_ntohs(ctx->user_port);
+	__u32 dst[4];
+
+	ip6_copy(dst, ctx->user_ip6);
+
+	if (port == DNS_PORT && (is_tcp(ctx) || is_udp(ctx)))
+		return redirect6(ctx, dst, dns_ip4, dns_port, dns_ip6, dns6_port,
+				 REASON_DNS_REDIRECT6);
+
+	if (ip6_is_loopback(dst) || (ip6_is_v4mapped(dst) && ip4_is_loopback(dst[3]))) {
+		count(REASON_LOOPBACK6);
 		return 1;
 	}
 
-	// Non-DNS UDP (QUIC included) and anything else: connect() fails EPERM.
-	count(ctx->type == SOCK_DGRAM ? REASON_DENY_UDP : REASON_DENY_OTHER);
+	if (is_tcp(ctx))
+		return redirect6(ctx, dst, proxy_ip4, proxy_port, proxy_ip6, proxy6_port,
+				 REASON_TCP_REDIRECT6);
+
+	count(is_udp(ctx) ? REASON_DENY_UDP6 : REASON_DENY_OTHER6);
 	return 0;
 }
 
@@ -149,14 +268,43 @@ SEC("cgroup/sendmsg4")
 int kg_sendmsg4(struct bpf_sock_addr *ctx)
 {
 	if (bpf_ntohs(ctx->user_port) == DNS_PORT)
-		return redirect_dns(ctx);
+		return redirect4(ctx, dns_ip4, dns_port, REASON_DNS_REDIRECT);
 
-	if (is_loopback(ctx->user_ip4)) {
+	if (ip4_is_loopback(ctx->user_ip4)) {
 		count(REASON_LOOPBACK);
 		return 1;
 	}
 
 	count(REASON_DENY_UDP);
+	return 0;
+}
+
+// kg_sendmsg6 handles unconnected sends on AF_INET6 UDP sockets. It never
+// sees v4-mapped destinations: udpv6_sendmsg hands those to udp_sendmsg,
+// which runs sendmsg4 instead (TestSocketHooks checks this), and a
+// sendmsg6 program may not rewrite to a v4-mapped address (the kernel
+// fails the send with ENOTSUPP). So a v4-mapped destination here is
+// refused rather than redirected.
+SEC("cgroup/sendmsg6")
+int kg_sendmsg6(struct bpf_sock_addr *ctx)
+{
+	__u32 dst[4];
+
+	ip6_copy(dst, ctx->user_ip6);
+
+	if (ip6_is_v4mapped(dst)) {
+		count(REASON_DENY_UDP6);
+		return 0;
+	}
+	if (bpf_ntohs(ctx->user_port) == DNS_PORT)
+		return redirect6(ctx, dst, dns_ip4, dns_port, dns_ip6, dns6_port,
+				 REASON_DNS_REDIRECT6);
+	if (ip6_is_loopback(dst)) {
+		count(REASON_LOOPBACK6);
+		return 1;
+	}
+
+	count(REASON_DENY_UDP6);
 	return 0;
 }
 
@@ -168,13 +316,106 @@ int kg_recvmsg4(struct bpf_sock_addr *ctx)
 
 	__u64 cookie = bpf_get_socket_cookie(ctx);
 	struct orig_dst *dst = bpf_map_lookup_elem(&sock_dst, &cookie);
-	if (!dst)
+	if (!dst || !ip6_is_v4mapped(dst->ip6))
 		return 1;
 
-	ctx->user_ip4 = dst->ip4;
+	ctx->user_ip4 = dst->ip6[3];
 	ctx->user_port = bpf_htons(dst->port);
 	count(REASON_DNS_REPLY);
 	return 1; // recvmsg hooks must allow
+}
+
+// is_service6 reports whether ip6:port, as an AF_INET6 socket sees it, is
+// the service at ip4:port4 (v4-mapped) or ip6_svc:port6.
+static __always_inline int is_service6(__u32 *ip6, __u16 port, __u32 ip4, __u16 port4,
+				       const volatile __u32 *ip6_svc, __u16 port6)
+{
+	if (ip6_is_v4mapped(ip6))
+		return ip6[3] == ip4 && port == port4;
+	return have_ip6 && ip6_eq(ip6, ip6_svc) && port == port6;
+}
+
+// kg_recvmsg6 runs for every datagram an AF_INET6 socket receives with a
+// source address, IPv4 ones included (the kernel reports those v4-mapped).
+SEC("cgroup/recvmsg6")
+int kg_recvmsg6(struct bpf_sock_addr *ctx)
+{
+	__u16 port = bpf_ntohs(ctx->user_port);
+	__u32 src[4];
+
+	ip6_copy(src, ctx->user_ip6);
+	if (!is_service6(src, port, dns_ip4, dns_port, dns_ip6, dns6_port))
+		return 1;
+
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+	struct orig_dst *dst = bpf_map_lookup_elem(&sock_dst, &cookie);
+	// An IPv4 reply is never dressed up as an IPv6 server's, or the reverse.
+	if (!dst || ip6_is_v4mapped(dst->ip6) != ip6_is_v4mapped(src))
+		return 1;
+
+	ip6_copy(ctx->user_ip6, dst->ip6);
+	ctx->user_port = bpf_htons(dst->port);
+	count(REASON_DNS_REPLY6);
+	return 1; // recvmsg hooks must allow
+}
+
+// kg_getpeername4 makes getpeername() on a redirected socket report the
+// address the sandbox dialled. Only sockets whose peer is still a service
+// are rewritten: one that was redirected and then reconnected to loopback
+// keeps its real peer.
+SEC("cgroup/getpeername4")
+int kg_getpeername4(struct bpf_sock_addr *ctx)
+{
+	__u32 ip4 = ctx->user_ip4;
+	__u16 port = bpf_ntohs(ctx->user_port);
+
+	if (!(ip4 == proxy_ip4 && port == proxy_port) && !(ip4 == dns_ip4 && port == dns_port))
+		return 1;
+
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+	struct orig_dst *dst = bpf_map_lookup_elem(&sock_dst, &cookie);
+	if (!dst || !ip6_is_v4mapped(dst->ip6))
+		return 1;
+
+	ctx->user_ip4 = dst->ip6[3];
+	ctx->user_port = bpf_htons(dst->port);
+	count(REASON_PEER_RESTORED);
+	return 1; // getpeername hooks must allow
+}
+
+SEC("cgroup/getpeername6")
+int kg_getpeername6(struct bpf_sock_addr *ctx)
+{
+	__u16 port = bpf_ntohs(ctx->user_port);
+	__u32 peer[4];
+
+	ip6_copy(peer, ctx->user_ip6);
+	if (!is_service6(peer, port, proxy_ip4, proxy_port, proxy_ip6, proxy6_port) &&
+	    !is_service6(peer, port, dns_ip4, dns_port, dns_ip6, dns6_port))
+		return 1;
+
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+	struct orig_dst *dst = bpf_map_lookup_elem(&sock_dst, &cookie);
+	if (!dst || ip6_is_v4mapped(dst->ip6) != ip6_is_v4mapped(peer))
+		return 1;
+
+	ip6_copy(ctx->user_ip6, dst->ip6);
+	ctx->user_port = bpf_htons(dst->port);
+	count(REASON_PEER_RESTORED);
+	return 1; // getpeername hooks must allow
+}
+
+// kg_sock_release keeps sock_dst to live sockets. Socket cookies are never
+// reused, so a stale entry is harmless, but under load the LRU would evict
+// live entries to make room for dead ones.
+SEC("cgroup/sock_release")
+int kg_sock_release(struct bpf_sock *sk)
+{
+	__u64 cookie = bpf_get_socket_cookie(sk);
+
+	if (bpf_map_delete_elem(&sock_dst, &cookie) == 0)
+		count(REASON_SOCK_FORGOTTEN);
+	return 1;
 }
 
 SEC("sockops")
@@ -182,7 +423,9 @@ int kg_sockops(struct bpf_sock_ops *skops)
 {
 	// TCP_CONNECT_CB runs in connect() after the source port is bound and
 	// before the SYN leaves, so the entry exists before the proxy can accept.
-	if (skops->op != BPF_SOCK_OPS_TCP_CONNECT_CB || skops->family != 2 /* AF_INET */)
+	if (skops->op != BPF_SOCK_OPS_TCP_CONNECT_CB)
+		return 1;
+	if (skops->family != AF_INET && skops->family != AF_INET6)
 		return 1;
 
 	__u64 cookie = bpf_get_socket_cookie(skops);
@@ -193,10 +436,148 @@ int kg_sockops(struct bpf_sock_ops *skops)
 	}
 
 	struct conn_key key = {
-		.ip4 = skops->local_ip4,
 		.port = (__u16)skops->local_port,
 	};
+	// An AF_INET6 socket dialling ::ffff:a.b.c.d connects through
+	// tcp_v4_connect, which calls us before tcp_v6_connect has filled in
+	// the socket's IPv6 source: it is still :: here, and local_ip4 holds
+	// the source the proxy will see.
+	if (skops->family == AF_INET6)
+		ip6_copy(key.ip6, skops->local_ip6);
+	if (ip6_is_zero(key.ip6) || ip6_is_v4mapped(key.ip6))
+		ip6_set_v4mapped(key.ip6, skops->local_ip4);
+
 	bpf_map_update_elem(&conn_dst, &key, dst, BPF_ANY);
 	count(REASON_CONN_PUBLISHED);
 	return 1;
+}
+
+// The cgroup_skb program below sees IP packets after the socket hooks have
+// rewritten their destinations, so legitimately captured traffic is already
+// addressed to a service; anything else got past the hooks (raw sockets,
+// a detached hook, a kernel path the hooks do not cover) and is dropped.
+
+struct l4_ports {
+	__be16 source;
+	__be16 dest;
+};
+
+// is_service_port reports whether proto/port is what the service at addr
+// listens on: the proxy takes TCP, the resolver TCP and UDP.
+static __always_inline int is_service_port(__u8 proto, __u16 port, int proxy, int dns)
+{
+	if (proxy && proto == IPPROTO_TCP && port == proxy_port)
+		return 1;
+	return dns && (proto == IPPROTO_TCP || proto == IPPROTO_UDP) && port == dns_port;
+}
+
+static __always_inline int skb_egress4(struct __sk_buff *skb)
+{
+	struct l4_ports ports;
+	struct iphdr ip;
+
+	if (bpf_skb_load_bytes(skb, 0, &ip, sizeof(ip)) < 0)
+		goto drop;
+
+	// The sandbox's own network namespace: nothing leaves through lo.
+	if (ip4_is_loopback(ip.daddr)) {
+		count(REASON_SKB_PASS_LOOPBACK);
+		return 1;
+	}
+
+	int proxy = ip.daddr == proxy_ip4, dns = ip.daddr == dns_ip4;
+	if (!proxy && !dns)
+		goto drop;
+	// Only a packet with a transport header shows its port. A later
+	// fragment has none; DNS queries and TCP segments are not fragmented.
+	if (bpf_ntohs(ip.frag_off) & IP_OFFMASK)
+		goto drop;
+	if (bpf_skb_load_bytes(skb, ip.ihl * 4, &ports, sizeof(ports)) < 0)
+		goto drop;
+	if (!is_service_port(ip.protocol, bpf_ntohs(ports.dest), proxy, dns))
+		goto drop;
+
+	// Captured TCP and DNS, rewritten by connect4/sendmsg4.
+	count(REASON_SKB_PASS_SERVICE);
+	return 1;
+drop:
+	count(REASON_SKB_DROP_V4);
+	return 0;
+}
+
+// is_nd reports whether the IPv6 packet is neighbour discovery the
+// sandbox's kernel needs to reach its gateway: router and neighbour
+// solicitations and neighbour advertisements, with the hop limit of 255
+// that RFC 4861 requires (so no router forwards them), to a link-local
+// unicast or link-local-scope multicast address.
+static __always_inline int is_nd(struct __sk_buff *skb, struct ipv6hdr *ip)
+{
+	__u8 type;
+
+	if (ip->nexthdr != IPPROTO_ICMPV6 || ip->hop_limit != 255)
+		return 0;
+	if (!ip6_is_link_local(ip->daddr.in6_u.u6_addr32) &&
+	    !ip6_is_link_mcast(ip->daddr.in6_u.u6_addr32))
+		return 0;
+	if (bpf_skb_load_bytes(skb, sizeof(*ip), &type, sizeof(type)) < 0)
+		return 0;
+	return type == ICMPV6_ROUTER_SOLICIT || type == ICMPV6_NEIGH_SOLICIT ||
+	       type == ICMPV6_NEIGH_ADVERT;
+}
+
+static __always_inline int skb_egress6(struct __sk_buff *skb)
+{
+	struct l4_ports ports;
+	struct ipv6hdr ip;
+
+	if (bpf_skb_load_bytes(skb, 0, &ip, sizeof(ip)) < 0)
+		goto drop;
+
+	__u32 *daddr = ip.daddr.in6_u.u6_addr32;
+	if (ip6_is_loopback(daddr)) {
+		count(REASON_SKB_PASS_LOOPBACK);
+		return 1;
+	}
+	// Usually sent by the namespace's own ndisc socket, which is not in
+	// the sandbox's cgroup; passed in case a sandbox creates its own
+	// namespace, so its IPv6 can still find the gateway.
+	if (is_nd(skb, &ip)) {
+		count(REASON_SKB_PASS_ND);
+		return 1;
+	}
+
+	int proxy = have_ip6 && ip6_eq(daddr, proxy_ip6);
+	int dns = have_ip6 && ip6_eq(daddr, dns_ip6);
+	if (!proxy && !dns)
+		goto drop;
+	// Extension headers (fragments included) hide the transport header;
+	// the kernel adds none to captured TCP or DNS.
+	if (ip.nexthdr != IPPROTO_TCP && ip.nexthdr != IPPROTO_UDP)
+		goto drop;
+	if (bpf_skb_load_bytes(skb, sizeof(ip), &ports, sizeof(ports)) < 0)
+		goto drop;
+	__u16 port = bpf_ntohs(ports.dest);
+	if (!(proxy && ip.nexthdr == IPPROTO_TCP && port == proxy6_port) &&
+	    !(dns && port == dns6_port))
+		goto drop;
+
+	// Captured TCP and DNS, rewritten by connect6/sendmsg6.
+	count(REASON_SKB_PASS_SERVICE);
+	return 1;
+drop:
+	count(REASON_SKB_DROP_V6);
+	return 0;
+}
+
+SEC("cgroup_skb/egress")
+int kg_skb_egress(struct __sk_buff *skb)
+{
+	// cgroup_skb programs see the packet from its IP header on.
+	if (skb->protocol == bpf_htons(ETH_P_IP))
+		return skb_egress4(skb);
+	if (skb->protocol == bpf_htons(ETH_P_IPV6))
+		return skb_egress6(skb);
+
+	count(REASON_SKB_DROP_OTHER_PROTO);
+	return 0;
 }

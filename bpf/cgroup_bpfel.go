@@ -15,34 +15,75 @@ import (
 
 type cgroupConnKey struct {
 	_    structs.HostLayout
-	Ip4  uint32
+	Ip6  [4]uint32
 	Port uint16
 	Pad  uint16
 }
 
 type cgroupOrigDst struct {
 	_        structs.HostLayout
-	Ip4      uint32
-	Port     uint16
-	Pad      uint16
 	CgroupId uint64
+	Ip6      [4]uint32
+	Port     uint16
+	Pad      [3]uint16
 }
+
+type cgroupReason uint32
+
+const (
+	cgroupReasonREASON_TCP_REDIRECT         cgroupReason = 0
+	cgroupReasonREASON_DNS_REDIRECT         cgroupReason = 1
+	cgroupReasonREASON_LOOPBACK             cgroupReason = 2
+	cgroupReasonREASON_DENY_UDP             cgroupReason = 3
+	cgroupReasonREASON_DENY_OTHER           cgroupReason = 4
+	cgroupReasonREASON_DNS_REPLY            cgroupReason = 5
+	cgroupReasonREASON_CONN_PUBLISHED       cgroupReason = 6
+	cgroupReasonREASON_CONN_UNKNOWN         cgroupReason = 7
+	cgroupReasonREASON_TCP_REDIRECT6        cgroupReason = 8
+	cgroupReasonREASON_DNS_REDIRECT6        cgroupReason = 9
+	cgroupReasonREASON_LOOPBACK6            cgroupReason = 10
+	cgroupReasonREASON_DENY_UDP6            cgroupReason = 11
+	cgroupReasonREASON_DENY_OTHER6          cgroupReason = 12
+	cgroupReasonREASON_DENY_NO_IP6          cgroupReason = 13
+	cgroupReasonREASON_DNS_REPLY6           cgroupReason = 14
+	cgroupReasonREASON_PEER_RESTORED        cgroupReason = 15
+	cgroupReasonREASON_SOCK_FORGOTTEN       cgroupReason = 16
+	cgroupReasonREASON_SKB_PASS_SERVICE     cgroupReason = 17
+	cgroupReasonREASON_SKB_PASS_LOOPBACK    cgroupReason = 18
+	cgroupReasonREASON_SKB_PASS_ND          cgroupReason = 19
+	cgroupReasonREASON_SKB_DROP_V4          cgroupReason = 20
+	cgroupReasonREASON_SKB_DROP_V6          cgroupReason = 21
+	cgroupReasonREASON_SKB_DROP_OTHER_PROTO cgroupReason = 22
+	cgroupReasonREASON_MAX                  cgroupReason = 23
+)
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	cgroupMapConnDst     = "conn_dst"
-	cgroupMapCounters    = "counters"
-	cgroupMapSockDst     = "sock_dst"
-	cgroupProgKgConnect4 = "kg_connect4"
-	cgroupProgKgRecvmsg4 = "kg_recvmsg4"
-	cgroupProgKgSendmsg4 = "kg_sendmsg4"
-	cgroupProgKgSockops  = "kg_sockops"
-	cgroupVarDnsIp4      = "dns_ip4"
-	cgroupVarDnsPort     = "dns_port"
-	cgroupVarProxyIp4    = "proxy_ip4"
-	cgroupVarProxyPort   = "proxy_port"
+	cgroupMapConnDst         = "conn_dst"
+	cgroupMapCounters        = "counters"
+	cgroupMapSockDst         = "sock_dst"
+	cgroupProgKgConnect4     = "kg_connect4"
+	cgroupProgKgConnect6     = "kg_connect6"
+	cgroupProgKgGetpeername4 = "kg_getpeername4"
+	cgroupProgKgGetpeername6 = "kg_getpeername6"
+	cgroupProgKgRecvmsg4     = "kg_recvmsg4"
+	cgroupProgKgRecvmsg6     = "kg_recvmsg6"
+	cgroupProgKgSendmsg4     = "kg_sendmsg4"
+	cgroupProgKgSendmsg6     = "kg_sendmsg6"
+	cgroupProgKgSkbEgress    = "kg_skb_egress"
+	cgroupProgKgSockRelease  = "kg_sock_release"
+	cgroupProgKgSockops      = "kg_sockops"
+	cgroupVarDns6Port        = "dns6_port"
+	cgroupVarDnsIp4          = "dns_ip4"
+	cgroupVarDnsIp6          = "dns_ip6"
+	cgroupVarDnsPort         = "dns_port"
+	cgroupVarHaveIp6         = "have_ip6"
+	cgroupVarProxy6Port      = "proxy6_port"
+	cgroupVarProxyIp4        = "proxy_ip4"
+	cgroupVarProxyIp6        = "proxy_ip6"
+	cgroupVarProxyPort       = "proxy_port"
 )
 
 // loadCgroup returns the embedded CollectionSpec for cgroup.
@@ -87,10 +128,17 @@ type cgroupSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type cgroupProgramSpecs struct {
-	KgConnect4 *ebpf.ProgramSpec `ebpf:"kg_connect4"`
-	KgRecvmsg4 *ebpf.ProgramSpec `ebpf:"kg_recvmsg4"`
-	KgSendmsg4 *ebpf.ProgramSpec `ebpf:"kg_sendmsg4"`
-	KgSockops  *ebpf.ProgramSpec `ebpf:"kg_sockops"`
+	KgConnect4     *ebpf.ProgramSpec `ebpf:"kg_connect4"`
+	KgConnect6     *ebpf.ProgramSpec `ebpf:"kg_connect6"`
+	KgGetpeername4 *ebpf.ProgramSpec `ebpf:"kg_getpeername4"`
+	KgGetpeername6 *ebpf.ProgramSpec `ebpf:"kg_getpeername6"`
+	KgRecvmsg4     *ebpf.ProgramSpec `ebpf:"kg_recvmsg4"`
+	KgRecvmsg6     *ebpf.ProgramSpec `ebpf:"kg_recvmsg6"`
+	KgSendmsg4     *ebpf.ProgramSpec `ebpf:"kg_sendmsg4"`
+	KgSendmsg6     *ebpf.ProgramSpec `ebpf:"kg_sendmsg6"`
+	KgSkbEgress    *ebpf.ProgramSpec `ebpf:"kg_skb_egress"`
+	KgSockRelease  *ebpf.ProgramSpec `ebpf:"kg_sock_release"`
+	KgSockops      *ebpf.ProgramSpec `ebpf:"kg_sockops"`
 }
 
 // cgroupMapSpecs contains maps before they are loaded into the kernel.
@@ -106,10 +154,15 @@ type cgroupMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type cgroupVariableSpecs struct {
-	DnsIp4    *ebpf.VariableSpec `ebpf:"dns_ip4"`
-	DnsPort   *ebpf.VariableSpec `ebpf:"dns_port"`
-	ProxyIp4  *ebpf.VariableSpec `ebpf:"proxy_ip4"`
-	ProxyPort *ebpf.VariableSpec `ebpf:"proxy_port"`
+	Dns6Port   *ebpf.VariableSpec `ebpf:"dns6_port"`
+	DnsIp4     *ebpf.VariableSpec `ebpf:"dns_ip4"`
+	DnsIp6     *ebpf.VariableSpec `ebpf:"dns_ip6"`
+	DnsPort    *ebpf.VariableSpec `ebpf:"dns_port"`
+	HaveIp6    *ebpf.VariableSpec `ebpf:"have_ip6"`
+	Proxy6Port *ebpf.VariableSpec `ebpf:"proxy6_port"`
+	ProxyIp4   *ebpf.VariableSpec `ebpf:"proxy_ip4"`
+	ProxyIp6   *ebpf.VariableSpec `ebpf:"proxy_ip6"`
+	ProxyPort  *ebpf.VariableSpec `ebpf:"proxy_port"`
 }
 
 // cgroupObjects contains all objects after they have been loaded into the kernel.
@@ -149,27 +202,46 @@ func (m *cgroupMaps) Close() error {
 //
 // It can be passed to loadCgroupObjects or ebpf.CollectionSpec.LoadAndAssign.
 type cgroupVariables struct {
-	DnsIp4    *ebpf.Variable `ebpf:"dns_ip4"`
-	DnsPort   *ebpf.Variable `ebpf:"dns_port"`
-	ProxyIp4  *ebpf.Variable `ebpf:"proxy_ip4"`
-	ProxyPort *ebpf.Variable `ebpf:"proxy_port"`
+	Dns6Port   *ebpf.Variable `ebpf:"dns6_port"`
+	DnsIp4     *ebpf.Variable `ebpf:"dns_ip4"`
+	DnsIp6     *ebpf.Variable `ebpf:"dns_ip6"`
+	DnsPort    *ebpf.Variable `ebpf:"dns_port"`
+	HaveIp6    *ebpf.Variable `ebpf:"have_ip6"`
+	Proxy6Port *ebpf.Variable `ebpf:"proxy6_port"`
+	ProxyIp4   *ebpf.Variable `ebpf:"proxy_ip4"`
+	ProxyIp6   *ebpf.Variable `ebpf:"proxy_ip6"`
+	ProxyPort  *ebpf.Variable `ebpf:"proxy_port"`
 }
 
 // cgroupPrograms contains all programs after they have been loaded into the kernel.
 //
 // It can be passed to loadCgroupObjects or ebpf.CollectionSpec.LoadAndAssign.
 type cgroupPrograms struct {
-	KgConnect4 *ebpf.Program `ebpf:"kg_connect4"`
-	KgRecvmsg4 *ebpf.Program `ebpf:"kg_recvmsg4"`
-	KgSendmsg4 *ebpf.Program `ebpf:"kg_sendmsg4"`
-	KgSockops  *ebpf.Program `ebpf:"kg_sockops"`
+	KgConnect4     *ebpf.Program `ebpf:"kg_connect4"`
+	KgConnect6     *ebpf.Program `ebpf:"kg_connect6"`
+	KgGetpeername4 *ebpf.Program `ebpf:"kg_getpeername4"`
+	KgGetpeername6 *ebpf.Program `ebpf:"kg_getpeername6"`
+	KgRecvmsg4     *ebpf.Program `ebpf:"kg_recvmsg4"`
+	KgRecvmsg6     *ebpf.Program `ebpf:"kg_recvmsg6"`
+	KgSendmsg4     *ebpf.Program `ebpf:"kg_sendmsg4"`
+	KgSendmsg6     *ebpf.Program `ebpf:"kg_sendmsg6"`
+	KgSkbEgress    *ebpf.Program `ebpf:"kg_skb_egress"`
+	KgSockRelease  *ebpf.Program `ebpf:"kg_sock_release"`
+	KgSockops      *ebpf.Program `ebpf:"kg_sockops"`
 }
 
 func (p *cgroupPrograms) Close() error {
 	return _CgroupClose(
 		p.KgConnect4,
+		p.KgConnect6,
+		p.KgGetpeername4,
+		p.KgGetpeername6,
 		p.KgRecvmsg4,
+		p.KgRecvmsg6,
 		p.KgSendmsg4,
+		p.KgSendmsg6,
+		p.KgSkbEgress,
+		p.KgSockRelease,
 		p.KgSockops,
 	)
 }

@@ -1,9 +1,12 @@
 // Package bpf loads and attaches keygate's eBPF programs and is the only
 // package that touches the bpf2go-generated types.
 //
-// The C sources live next to this file, one per capture front end; the
-// generated Go bindings and objects are committed and regenerated with
-// `make generate`.
+// The C sources live next to this file, one per capture front end:
+// cgroup.c holds the socket hooks and the cgroup_skb filter attached to
+// keygate's parent cgroup, guard.c the tcx program on the host end of each
+// sandbox's veth. The generated Go bindings and objects are committed and
+// regenerated with `make generate`.
 package bpf
 
-//go:generate go tool bpf2go -tags linux -target bpfel -cc clang -cflags "-O2 -g -Wall -Werror -I/usr/include/x86_64-linux-gnu" -type orig_dst -type conn_key cgroup cgroup.c
+//go:generate go tool bpf2go -tags linux -target bpfel -cc clang -cflags "-O2 -g -Wall -Werror -I/usr/include/x86_64-linux-gnu" -type orig_dst -type conn_key -type reason cgroup cgroup.c
+//go:generate go tool bpf2go -tags linux -target bpfel -cc clang -cflags "-O2 -g -Wall -Werror -I/usr/include/x86_64-linux-gnu" -type veth_cfg -type reason guard guard.c

@@ -1,14 +1,92 @@
+//go:build linux
+
 package bpf
 
-// reasonNames names the exit reasons counted by the C programs, indexed by
-// their enum reason value.
-var reasonNames = []string{
-	"tcp_redirect",
-	"dns_redirect",
-	"loopback",
-	"deny_udp",
-	"deny_other",
-	"dns_reply",
-	"conn_published",
-	"conn_unknown",
+// reasonNames names the exit reasons the cgroup programs count, the keys
+// of CgroupCapture.Counters, indexed by enum reason in cgroup.c. Names are
+// stable: dashboards and alerts use them.
+var reasonNames = [...]string{
+	// connect4 sent a TCP connection to the proxy.
+	cgroupReasonREASON_TCP_REDIRECT: "tcp_redirect",
+	// connect4 or sendmsg4 sent DNS (port 53, TCP or UDP) to the resolver.
+	cgroupReasonREASON_DNS_REDIRECT: "dns_redirect",
+	// connect4 or sendmsg4 left a 127.0.0.0/8 destination alone.
+	cgroupReasonREASON_LOOPBACK: "loopback",
+	// connect4 or sendmsg4 refused non-DNS UDP (QUIC included).
+	cgroupReasonREASON_DENY_UDP: "deny_udp",
+	// connect4 refused another kind of socket (ping, MPTCP, ...).
+	cgroupReasonREASON_DENY_OTHER: "deny_other",
+	// recvmsg4 made a resolver reply appear to come from the server asked.
+	cgroupReasonREASON_DNS_REPLY: "dns_reply",
+	// sockops published a redirected connection for TakeConn.
+	cgroupReasonREASON_CONN_PUBLISHED: "conn_published",
+	// sockops saw a TCP connect with no recorded destination (loopback,
+	// or a socket that connected before the programs were attached).
+	cgroupReasonREASON_CONN_UNKNOWN: "conn_unknown",
+	// connect6 sent a TCP connection to the proxy (IPv6 or v4-mapped).
+	cgroupReasonREASON_TCP_REDIRECT6: "tcp_redirect6",
+	// connect6 or sendmsg6 sent DNS to the resolver.
+	cgroupReasonREASON_DNS_REDIRECT6: "dns_redirect6",
+	// connect6 or sendmsg6 left ::1 or ::ffff:127.0.0.0/104 alone.
+	cgroupReasonREASON_LOOPBACK6: "loopback6",
+	// connect6 or sendmsg6 refused non-DNS UDP.
+	cgroupReasonREASON_DENY_UDP6: "deny_udp6",
+	// connect6 refused another kind of socket.
+	cgroupReasonREASON_DENY_OTHER6: "deny_other6",
+	// connect6 or sendmsg6 refused an IPv6 destination: no IPv6 service.
+	cgroupReasonREASON_DENY_NO_IP6: "deny_no_ip6",
+	// recvmsg6 made a resolver reply appear to come from the server asked.
+	cgroupReasonREASON_DNS_REPLY6: "dns_reply6",
+	// getpeername4/6 reported the dialled address instead of a service's.
+	cgroupReasonREASON_PEER_RESTORED: "peer_restored",
+	// sock_release forgot a closed socket's original destination.
+	cgroupReasonREASON_SOCK_FORGOTTEN: "sock_forgotten",
+	// cgroup_skb passed a packet to the proxy's or resolver's address and
+	// port: captured traffic.
+	cgroupReasonREASON_SKB_PASS_SERVICE: "skb_pass_service",
+	// cgroup_skb passed a packet to 127.0.0.0/8 or ::1, which stays in the
+	// sandbox's own network namespace.
+	cgroupReasonREASON_SKB_PASS_LOOPBACK: "skb_pass_loopback",
+	// cgroup_skb passed IPv6 neighbour discovery to a link-local address.
+	cgroupReasonREASON_SKB_PASS_ND: "skb_pass_nd",
+	// cgroup_skb dropped an IPv4 packet to anywhere else: something got
+	// past the socket hooks (a raw socket, say).
+	cgroupReasonREASON_SKB_DROP_V4: "skb_drop_v4",
+	// cgroup_skb dropped an IPv6 packet to anywhere else.
+	cgroupReasonREASON_SKB_DROP_V6: "skb_drop_v6",
+	// cgroup_skb dropped a packet that is neither IPv4 nor IPv6.
+	cgroupReasonREASON_SKB_DROP_OTHER_PROTO: "skb_drop_other_proto",
+}
+
+// guardReasonNames names the verdict reasons the veth guard counts, the
+// keys of Guard.Counters, indexed by enum reason in guard.c. Names are
+// stable.
+var guardReasonNames = [...]string{
+	// From the sandbox's own address to a service address.
+	guardReasonREASON_PASS_SERVICE: "pass_service",
+	// ARP from the sandbox's own IPv4 address, or a 0.0.0.0 probe.
+	guardReasonREASON_PASS_ARP: "pass_arp",
+	// IPv6 router or neighbour solicitation or neighbour advertisement,
+	// hop limit 255, to a link-local or the host end's address.
+	guardReasonREASON_PASS_ND: "pass_nd",
+	// ICMP or ICMPv6 error from the sandbox's own address to the host end.
+	guardReasonREASON_PASS_ICMP_ERROR: "pass_icmp_error",
+	// Dropped: the source is not the sandbox's own address (or ARP claims
+	// someone else's). The proxy tells sandboxes apart by source.
+	guardReasonREASON_DROP_SPOOFED_SOURCE: "drop_spoofed_source",
+	// Dropped: from the sandbox's address, but not to a service address.
+	guardReasonREASON_DROP_NOT_SERVICE: "drop_not_service",
+	// Dropped: neither ARP, IPv4 nor IPv6, or VLAN tagged.
+	guardReasonREASON_DROP_OTHER_ETHERTYPE: "drop_other_ethertype",
+	// Dropped: the guard runs on an interface it has no addresses for.
+	guardReasonREASON_DROP_UNKNOWN_VETH: "drop_unknown_veth",
+	// Dropped: truncated or inconsistent headers, or ND with a hop limit
+	// other than 255.
+	guardReasonREASON_DROP_MALFORMED: "drop_malformed",
+	// Dropped: link-scope IPv6 other than neighbour discovery, such as MLD
+	// reports and mDNS.
+	guardReasonREASON_DROP_LINK_LOCAL: "drop_link_local",
+	// Dropped: a router advertisement or redirect; a sandbox is never the
+	// host's router.
+	guardReasonREASON_DROP_ND_ROUTER: "drop_nd_router",
 }
