@@ -53,6 +53,7 @@ func runMain(m *testing.M) int {
 		"keygate":    "../cmd/keygate",
 		"keygated":   "../cmd/keygated",
 		"loadclient": "./internal/loadclient",
+		"wsclient":   "./internal/wsclient",
 	}
 	for bin, pkg := range pkgs {
 		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, bin), pkg)

@@ -36,6 +36,9 @@ type Config struct {
 	// APIGroup, if set, is a group whose members may use the control API
 	// besides root; nil = root only.
 	APIGroup *uint32
+	// InspectAll terminates TLS for every connection, also those of
+	// sandboxes without credentials, which are otherwise spliced.
+	InspectAll bool
 	// CredentialRefresh bounds how long the proxy serves a credential from
 	// memory before reading the store again; 0 = DefaultCredentialRefresh.
 	CredentialRefresh time.Duration

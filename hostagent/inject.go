@@ -3,6 +3,8 @@
 package hostagent
 
 import (
+	"strings"
+
 	"github.com/keygate/keygate/pkg/domain"
 	"github.com/keygate/keygate/pkg/proxy"
 	"github.com/keygate/keygate/pkg/vault"
@@ -31,7 +33,9 @@ func (c *credentials) Lookup(psb proxy.Sandbox, id string) (proxy.Binding, error
 	if err != nil {
 		return proxy.Binding{}, &proxy.CredentialError{Vault: b.Vault, Credential: b.Cred, Err: err}
 	}
-	return bindingOf(meta), nil
+	pb := bindingOf(meta)
+	pb.Placeholder = meta.Prefix + id
+	return pb, nil
 }
 
 func (c *credentials) Secret(b proxy.Binding) (vault.Secret, error) {
@@ -59,7 +63,9 @@ func (c *credentials) Templates(psb proxy.Sandbox, host string) ([]proxy.Binding
 			return nil, &proxy.CredentialError{Vault: t.Vault, Credential: t.Cred, Err: err}
 		}
 		if domain.MatchAny(meta.Domains, host) {
-			out = append(out, bindingOf(meta))
+			pb := bindingOf(meta)
+			pb.Placeholder = sb.placeholderOf(t.Vault, t.Cred)
+			out = append(out, pb)
 		}
 	}
 	return out, nil
@@ -70,4 +76,21 @@ func bindingOf(c vault.Credential) proxy.Binding {
 		Vault: c.Vault, Credential: c.Name, Domains: c.Domains,
 		Prefix: c.Prefix, Query: c.Query, Header: c.Header,
 	}
+}
+
+// placeholderOf returns the sandbox's placeholder for a credential, prefix
+// included, or "" if it has none.
+func (s *sandbox) placeholderOf(vaultName, cred string) string {
+	for id, b := range s.bindings {
+		if b.Vault == vaultName && b.Cred == cred {
+			for _, kv := range s.env {
+				if strings.HasSuffix(kv, id) {
+					_, v, _ := strings.Cut(kv, "=")
+					return v
+				}
+			}
+			return id
+		}
+	}
+	return ""
 }

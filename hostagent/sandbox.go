@@ -64,6 +64,7 @@ type sandbox struct {
 	allow      []string           // --allow patterns
 	domains    []string           // allow plus every bound credential's approved domains
 	open       bool               // open mode: any public destination may be reached
+	inspect    bool               // terminate TLS to every host, even without credentials
 	bindings   map[string]binding // placeholder ID → credential
 	templated  []templateBinding  // credentials with a header template
 	env        []string           // VAR=placeholder for each credential
@@ -88,6 +89,13 @@ func (s *sandbox) CgroupID() uint64 { return s.cgroupID }
 
 // Allows reports whether the sandbox's policy lets it reach host at all.
 func (s *sandbox) Allows(host string) bool { return s.open || domain.MatchAny(s.domains, host) }
+
+// Inspect reports whether TLS to host is terminated although no credential
+// is approved for it: whenever the sandbox holds placeholders, so that one
+// sent to the wrong host is refused and audited rather than relayed unseen.
+// A sandbox without credentials has nothing to protect and is spliced,
+// unless the agent inspects everything.
+func (s *sandbox) Inspect(host string) bool { return s.inspect || len(s.bindings) > 0 }
 
 func (s *sandbox) info() api.Sandbox {
 	mode := modeAllowlist
@@ -275,6 +283,7 @@ func (a *Agent) createSandbox(p *sandboxPlan, persistent bool) (s *sandbox, err 
 		vaults:     p.vaults,
 		allow:      p.allow,
 		open:       p.open,
+		inspect:    a.cfg.InspectAll,
 		bindings:   make(map[string]binding),
 		persistent: persistent,
 		runtime:    p.runtime,

@@ -42,6 +42,8 @@ func main() {
 	flag.StringVar(&cfg.CgroupParent, "cgroup-parent", "", "cgroup v2 directory that holds sandbox cgroups (default CGROUP2-ROOT/keygate)")
 	flag.DurationVar(&cfg.CredentialRefresh, "credential-refresh", hostagent.DefaultCredentialRefresh,
 		"how long the proxy serves a credential from memory before re-reading the store")
+	flag.BoolVar(&cfg.InspectAll, "inspect-all", false,
+		"terminate TLS for every sandbox connection; by default sandboxes without credentials are spliced, so certificate pinning works")
 	flag.StringVar(&apiGroup, "api-group", "", "group (name or id) whose members may use the control API besides root")
 	flag.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	flag.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")

@@ -1,12 +1,15 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"net"
 	"net/netip"
 	"sync"
 	"time"
+
+	"golang.org/x/net/http2"
 
 	"github.com/keygate/keygate/pkg/domain"
 )
@@ -37,13 +40,32 @@ func connContext(ctx context.Context, c net.Conn) context.Context {
 // proxyConn is a terminated TLS connection with what is known about it.
 type proxyConn struct {
 	net.Conn
-	info *connInfo
+	info      *connInfo
+	closed    chan struct{} // closed by the first Close
+	closeOnce sync.Once
 }
 
-// handleConn identifies a captured connection, peeks its ClientHello,
-// decides whether its destination is acceptable, terminates TLS and hands
-// it to the HTTP server. Connections that cannot be identified, or that
-// carry no TLS server name, are closed: there is nothing to answer them in.
+func (c *proxyConn) Close() error {
+	err := c.Conn.Close()
+	c.closeOnce.Do(func() { close(c.closed) })
+	return err
+}
+
+// bufferedConn reads through a bufio.Reader that already holds bytes
+// peeked from the connection.
+type bufferedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// handleConn identifies a captured connection, peeks its first bytes and
+// ClientHello, decides whether its destination is acceptable, and then
+// either splices it to the pinned address (no credential at stake) or
+// terminates TLS and serves HTTP/1.1 or HTTP/2 on it. Connections that
+// cannot be identified, or that carry no TLS server name, are closed:
+// there is nothing to answer them in. Plaintext HTTP gets a 403.
 func (p *Proxy) handleConn(c net.Conn) {
 	start := time.Now()
 	src := addrPortOf(c.RemoteAddr())
@@ -53,9 +75,21 @@ func (p *Proxy) handleConn(c net.Conn) {
 		c.Close()
 		return
 	}
+	if !p.admit(c, ci.sb.ID()) {
+		d := deny(ReasonTooManyConns, "sandbox %s is at its cap of %d connections", ci.sb.ID(), p.cfg.MaxConnsPerSandbox)
+		p.decide(connDecision(ci, src, d, start))
+		c.Close()
+		return
+	}
+	defer p.release(c, ci.sb.ID())
 
 	c.SetDeadline(start.Add(p.cfg.HandshakeTimeout))
-	hello, rc, err := peekClientHello(c)
+	br := bufio.NewReaderSize(c, 4096)
+	if looksLikeHTTP(br) {
+		p.refusePlaintext(ci, c, br, start)
+		return
+	}
+	hello, rc, err := peekClientHello(&bufferedConn{Conn: c, r: br})
 	if err != nil {
 		p.decide(connDecision(ci, src, deny(ReasonNotTLS, "%v", err), start))
 		c.Close()
@@ -70,20 +104,39 @@ func (p *Proxy) handleConn(c net.Conn) {
 	// A refused destination is still terminated, so the sandbox gets a
 	// 403 that says why instead of an opaque reset.
 	ci.denial = p.checkDestination(ci)
-
-	tc := tls.Server(rc, p.tlsConfig)
-	if err := tc.Handshake(); err != nil {
-		p.log.Debug("client handshake failed", "sandbox", ci.sb.ID(), "sni", ci.sni, "err", err)
-		c.Close()
+	if ci.denial == nil && !ci.sb.Inspect(ci.sni) {
+		p.splice(ci, rc, start)
 		return
 	}
-	c.SetDeadline(time.Time{})
-	if !p.conns.put(&proxyConn{Conn: tc, info: ci}) {
-		c.Close()
-	}
+	p.terminate(ci, c, rc)
 }
 
-// identify finds the sandbox behind src and where it was connecting to.
+// terminate completes the TLS handshake with a leaf for the SNI name and
+// serves the connection: HTTP/2 here, HTTP/1.1 through the h1 server.
+func (p *Proxy) terminate(ci *connInfo, raw, rc net.Conn) {
+	tc := tls.Server(rc, p.tlsConfig)
+	if err := tc.Handshake(); err != nil {
+		p.log.Debug("client handshake failed", logSandbox, ci.sb.ID(), logHost, ci.sni, logError, err)
+		raw.Close()
+		return
+	}
+	// The h1 server sets its own read deadlines per request; HTTP/2 is
+	// bounded by its idle timeout.
+	raw.SetDeadline(time.Time{})
+	if tc.ConnectionState().NegotiatedProtocol == "h2" {
+		ctx := context.WithValue(context.Background(), connInfoKey{}, ci)
+		p.h2.ServeConn(tc, &http2.ServeConnOpts{Context: ctx, BaseConfig: p.h1, Handler: p})
+		return
+	}
+	served := make(chan struct{})
+	if !p.conns.put(&proxyConn{Conn: tc, info: ci, closed: served}) {
+		raw.Close()
+		return
+	}
+	// Stay until h1 is done with the connection, so the per-sandbox count
+	// and Shutdown see it.
+	<-served
+} // identify finds the sandbox behind src and where it was connecting to.
 func (p *Proxy) identify(src netip.AddrPort) (*connInfo, *denial) {
 	sb, ok := p.cfg.Sandboxes(src.Addr())
 	if !ok {

@@ -16,6 +16,7 @@ const (
 	OutcomeInjected  Outcome = "injected"  // forwarded with at least one secret substituted
 	OutcomeForwarded Outcome = "forwarded" // forwarded with nothing substituted
 	OutcomeDenied    Outcome = "denied"    // refused; Reason says why
+	OutcomeSpliced   Outcome = "spliced"   // relayed without TLS termination: nothing to inject
 )
 
 // Decision is the proxy's record of one request, or of a connection it
@@ -36,7 +37,8 @@ type Decision struct {
 	Vault, Credential string
 	Detail            string // the explanation sent to the client, for denials
 	Status            int    // status answered to the sandbox; 0 if none
-	Bytes             int64  // response body bytes sent to the sandbox
+	Bytes             int64  // response body bytes sent to the sandbox (spliced: bytes from upstream)
+	Sent              int64  // spliced: bytes from the sandbox to upstream
 	Duration          time.Duration
 }
 

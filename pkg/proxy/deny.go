@@ -30,6 +30,9 @@ const (
 	ReasonVaultArchived      Reason = "vault_archived"
 	ReasonCredentialRemoved  Reason = "credential_removed"
 	ReasonSecretUnavailable  Reason = "secret_unavailable"
+	ReasonTooManyConns       Reason = "too_many_connections"
+	ReasonPlaintextHTTP      Reason = "plaintext_http"
+	ReasonUpstreamFailed     Reason = "upstream_failed"
 )
 
 // Sentinel errors a Credentials implementation returns from Lookup.

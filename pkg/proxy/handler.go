@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"net"
 	"net/http"
 	"strconv"
@@ -24,9 +25,16 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if d == nil {
 		d = in.apply(r)
 	}
-	if d != nil {
+	switch {
+	case d != nil:
 		writeDenial(sw, d)
-	} else {
+	case len(in.shown) > 0:
+		// The response is searched for the secrets sent, so it must
+		// arrive uncompressed: the transport then asks for gzip itself
+		// and decodes it before the redactor reads.
+		r.Header.Del("Accept-Encoding")
+		p.rp.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), injectionKey{}, in)))
+	default:
 		p.rp.ServeHTTP(sw, r)
 	}
 	p.decide(requestDecision(ci, r, sw, in.used, d, start))
@@ -79,3 +87,34 @@ func (w *statusWriter) Flush() {
 }
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// redactResponse is the reverse proxy's ModifyResponse: when the request
+// carried secrets, every form of them in the response's headers and body
+// is replaced by the sandbox's placeholder. The body is then streamed
+// without a Content-Length, since replacing changes its length.
+func redactResponse(resp *http.Response) error {
+	in := injectionOf(resp.Request.Context())
+	if in == nil {
+		return nil
+	}
+	red := newRedactor(in.shown)
+	if red == nil {
+		return nil
+	}
+	red.headers(resp.Header)
+	// An upgraded connection (WebSocket) is relayed as bytes: the reverse
+	// proxy needs the body to stay the raw connection.
+	// TODO: frames after a WebSocket upgrade are not redacted, so an
+	// upstream that echoes the handshake's secret inside a message hands
+	// it back; redacting needs a frame parser on the relayed stream.
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		return nil
+	}
+	if resp.Body != nil && resp.Body != http.NoBody {
+		// Trailer values arrive with the end of the body.
+		resp.Body = red.body(resp.Body, func() { red.headers(resp.Trailer) })
+		resp.ContentLength = -1
+		resp.Header.Del("Content-Length")
+	}
+	return nil
+}

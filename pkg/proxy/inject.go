@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"encoding/base64"
 	"net/http"
 	"net/url"
@@ -19,6 +20,16 @@ type injection struct {
 	creds   Credentials
 	secrets map[string]string // placeholder ID → secret, for this request only
 	used    []string          // "vault/credential" names injected, for the decision record
+	shown   map[string]string // secret → placeholder the sandbox knows it by, for redaction
+}
+
+type injectionKey struct{}
+
+// injectionOf returns the injection made for the request whose context is
+// ctx, or nil.
+func injectionOf(ctx context.Context) *injection {
+	in, _ := ctx.Value(injectionKey{}).(*injection)
+	return in
 }
 
 // apply substitutes r's placeholders and sets the header templates of the
@@ -177,6 +188,14 @@ func (in *injection) secretFor(key string, b Binding) (string, *denial) {
 		in.secrets = make(map[string]string)
 	}
 	in.secrets[key] = string(sec.Bytes())
+	if in.shown == nil {
+		in.shown = make(map[string]string)
+	}
+	shown := b.Placeholder
+	if shown == "" {
+		shown = "[secret redacted by keygate]"
+	}
+	in.shown[in.secrets[key]] = shown
 	name := b.Vault + "/" + b.Credential
 	if !slices.Contains(in.used, name) {
 		in.used = append(in.used, name)

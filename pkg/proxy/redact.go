@@ -1,0 +1,206 @@
+package proxy
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/hex"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+)
+
+// minRedactLen is the shortest secret that is redacted.
+// Shorter ones would match by chance and corrupt responses; a real API key
+// is far longer.
+const minRedactLen = 6
+
+// redactChunk is how much of a response body is read at a time.
+const redactChunk = 32 << 10
+
+// redactor replaces secrets with the placeholders that stand for them in
+// response headers and bodies, so that an upstream that echoes what it
+// received (an echo endpoint, an error message quoting the key) cannot
+// hand the secret back to the sandbox. Each secret is searched for as is
+// and in the encodings it could be echoed in: base64 (standard and URL
+// alphabets, padded or not), hex (either case) and URL escaping.
+//
+// Only whole encodings are found: a secret base64-encoded as part of a
+// longer value is at one of three alignments, and only the alignment that
+// starts with the secret is matched.
+type redactor struct {
+	pats   [][]byte // searched for
+	repls  [][]byte // what pats[i] becomes
+	maxLen int      // longest pattern
+}
+
+// newRedactor builds a redactor for secret → placeholder pairs; it returns
+// nil when there is nothing to redact.
+func newRedactor(secrets map[string]string) *redactor {
+	r := &redactor{}
+	seen := map[string]bool{}
+	for secret, ph := range secrets {
+		if len(secret) < minRedactLen {
+			continue
+		}
+		for _, form := range encodings(secret) {
+			if seen[form] {
+				continue
+			}
+			seen[form] = true
+			r.pats = append(r.pats, []byte(form))
+			r.repls = append(r.repls, []byte(ph))
+			r.maxLen = max(r.maxLen, len(form))
+		}
+	}
+	if len(r.pats) == 0 {
+		return nil
+	}
+	return r
+}
+
+// encodings returns the forms a secret is searched for in.
+func encodings(s string) []string {
+	b := []byte(s)
+	return []string{
+		s,
+		base64.StdEncoding.EncodeToString(b),
+		base64.RawStdEncoding.EncodeToString(b),
+		base64.URLEncoding.EncodeToString(b),
+		base64.RawURLEncoding.EncodeToString(b),
+		hex.EncodeToString(b),
+		strings.ToUpper(hex.EncodeToString(b)),
+		url.QueryEscape(s),
+		url.PathEscape(s),
+	}
+}
+
+// next finds the earliest match in b: its offset and pattern index, or -1.
+func (r *redactor) next(b []byte) (at, pat int) {
+	at, pat = -1, -1
+	for i, p := range r.pats {
+		limit := b
+		if at >= 0 {
+			limit = b[:min(len(b), at+len(p))] // only an earlier match can win
+		}
+		if j := bytes.Index(limit, p); j >= 0 && (at < 0 || j < at || j == at && len(p) > len(r.pats[pat])) {
+			at, pat = j, i
+		}
+	}
+	return at, pat
+}
+
+// replaceAll returns b with every match replaced.
+func (r *redactor) replaceAll(b []byte) []byte {
+	var out []byte
+	for {
+		at, pat := r.next(b)
+		if at < 0 {
+			if out == nil {
+				return b
+			}
+			return append(out, b...)
+		}
+		out = append(out, b[:at]...)
+		out = append(out, r.repls[pat]...)
+		b = b[at+len(r.pats[pat]):]
+	}
+}
+
+// headers redacts every header value in h.
+func (r *redactor) headers(h http.Header) {
+	for k, vs := range h {
+		for i, v := range vs {
+			vs[i] = string(r.replaceAll([]byte(v)))
+		}
+		h[k] = vs
+	}
+}
+
+// body wraps rc so that what is read from it is redacted. Matches that
+// straddle two reads are found: a tail of each read that could begin a
+// match is held back until more arrive, so memory stays bounded by the
+// chunk size and everything else flows on at once.
+// atEOF, if not nil, runs when the body is exhausted (trailers arrive
+// then).
+func (r *redactor) body(rc io.ReadCloser, atEOF func()) io.ReadCloser {
+	return &redactingBody{rc: rc, red: r, buf: make([]byte, redactChunk), atEOF: atEOF}
+}
+
+type redactingBody struct {
+	rc    io.ReadCloser
+	red   *redactor
+	atEOF func()
+	buf   []byte
+	in    []byte // read, not yet searched to the end
+	out   []byte // redacted, not yet returned
+	err   error  // the underlying reader's final error, io.EOF included
+}
+
+func (b *redactingBody) Read(p []byte) (int, error) {
+	for len(b.out) == 0 {
+		if b.err != nil {
+			if len(b.in) == 0 {
+				if b.atEOF != nil {
+					b.atEOF()
+					b.atEOF = nil
+				}
+				return 0, b.err
+			}
+			b.out, b.in = b.red.replaceAll(b.in), nil
+			continue
+		}
+		n, err := b.rc.Read(b.buf)
+		b.in = append(b.in, b.buf[:n]...)
+		b.err = err
+		b.process()
+	}
+	n := copy(p, b.out)
+	b.out = b.out[n:]
+	return n, nil
+}
+
+// process moves everything of in that can no longer be the start of a
+// match into out, redacted.
+func (b *redactingBody) process() {
+	var out []byte
+	for {
+		at, pat := b.red.next(b.in)
+		if at < 0 {
+			break
+		}
+		if b.err == nil && at+b.red.maxLen > len(b.in) {
+			// A longer form (padded base64 after unpadded) may still
+			// match here once more arrives: decide on the next read.
+			out = append(out, b.in[:at]...)
+			b.in = b.in[at:]
+			b.out = append(b.out, out...)
+			return
+		}
+		out = append(out, b.in[:at]...)
+		out = append(out, b.red.repls[pat]...)
+		b.in = b.in[at+len(b.red.pats[pat]):]
+	}
+	keep := b.red.partial(b.in)
+	out = append(out, b.in[:len(b.in)-keep]...)
+	b.in = append(b.in[:0:0], b.in[len(b.in)-keep:]...)
+	b.out = append(b.out, out...)
+}
+
+// partial returns the length of the longest tail of b that is the start
+// of some pattern: only those bytes must wait for the next read. Holding
+// back no more than that is what lets a stream (server-sent events) flow
+// through event by event.
+func (r *redactor) partial(b []byte) int {
+	for k := min(len(b), r.maxLen-1); k > 0; k-- {
+		tail := b[len(b)-k:]
+		for _, p := range r.pats {
+			if len(p) > k && bytes.Equal(p[:k], tail) {
+				return k
+			}
+		}
+	}
+	return 0
+}
+
+func (b *redactingBody) Close() error { return b.rc.Close() }

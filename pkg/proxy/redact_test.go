@@ -1,0 +1,116 @@
+package proxy
+
+import (
+	"encoding/base64"
+	"encoding/hex"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"testing/iotest"
+)
+
+func TestRedactorForms(t *testing.T) {
+	const secret = "sk-live/SECRET+value=="
+	const ph = "kgph_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+	r := newRedactor(map[string]string{secret: ph})
+	forms := map[string]string{
+		"raw":           secret,
+		"base64":        base64.StdEncoding.EncodeToString([]byte(secret)),
+		"base64 raw":    base64.RawStdEncoding.EncodeToString([]byte(secret)),
+		"base64 url":    base64.URLEncoding.EncodeToString([]byte(secret)),
+		"hex":           hex.EncodeToString([]byte(secret)),
+		"hex upper":     strings.ToUpper(hex.EncodeToString([]byte(secret))),
+		"query escaped": url.QueryEscape(secret),
+		"path escaped":  url.PathEscape(secret),
+	}
+	for name, form := range forms {
+		t.Run(name, func(t *testing.T) {
+			in := `{"echo":"` + form + `","again":"` + form + `"}`
+			want := `{"echo":"` + ph + `","again":"` + ph + `"}`
+			if got := string(r.replaceAll([]byte(in))); got != want {
+				t.Errorf("replaceAll = %q, want %q", got, want)
+			}
+			// The same through the streaming body, one byte per read, so
+			// that every match straddles reads.
+			body := r.body(io.NopCloser(iotest.OneByteReader(strings.NewReader(in))), nil)
+			got, err := io.ReadAll(body)
+			if err != nil || string(got) != want {
+				t.Errorf("streamed = %q, %v; want %q", got, err, want)
+			}
+		})
+	}
+}
+
+func TestRedactorStreamsLargeBodies(t *testing.T) {
+	const secret = "SECRET-0123456789"
+	r := newRedactor(map[string]string{secret: "[ph]"})
+	// Secrets at every offset around chunk boundaries.
+	var in, want strings.Builder
+	for i := range 3 * redactChunk / 50 {
+		pad := strings.Repeat("x", i%47)
+		in.WriteString(pad + secret)
+		want.WriteString(pad + "[ph]")
+	}
+	got, err := io.ReadAll(r.body(io.NopCloser(strings.NewReader(in.String())), nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != want.String() {
+		t.Fatalf("large body: %d bytes, want %d; secret left: %v", len(got), want.Len(), strings.Contains(string(got), secret))
+	}
+}
+
+func TestRedactorHeadersAndShortSecrets(t *testing.T) {
+	if r := newRedactor(map[string]string{"abc": "ph"}); r != nil {
+		t.Fatal("a 3-byte secret would be redacted everywhere")
+	}
+	r := newRedactor(map[string]string{"token-123456": "kgph_z"})
+	h := http.Header{"X-Echo": {"Bearer token-123456"}, "Set-Cookie": {"a=token-123456; Path=/"}}
+	r.headers(h)
+	if h.Get("X-Echo") != "Bearer kgph_z" || h.Get("Set-Cookie") != "a=kgph_z; Path=/" {
+		t.Fatalf("headers = %v", h)
+	}
+}
+
+func TestRedactorPrefersEarliestLongest(t *testing.T) {
+	r := newRedactor(map[string]string{"abcdef": "1", "abcdefgh": "2"})
+	if got := string(r.replaceAll([]byte("xxabcdefghyy abcdefzz"))); got != "xx2yy 1zz" {
+		t.Fatalf("got %q", got)
+	}
+}
+
+func BenchmarkRedactBody(b *testing.B) {
+	r := newRedactor(map[string]string{"sk-live-0123456789abcdef": "kgph_placeholder"})
+	payload := strings.Repeat(`{"id":"x","object":"model","created":1686935002,"owned_by":"org"},`, 1000)
+	b.SetBytes(int64(len(payload)))
+	for b.Loop() {
+		io.Copy(io.Discard, r.body(io.NopCloser(strings.NewReader(payload)), nil))
+	}
+}
+
+// A chunk that cannot start a match is passed on at once, without waiting
+// for more of the stream: server-sent events depend on it.
+func TestRedactorDoesNotDelayStreams(t *testing.T) {
+	r := newRedactor(map[string]string{"SECRET-0123456789": "[ph]"})
+	pr, pw := io.Pipe()
+	body := r.body(pr, nil)
+	go pw.Write([]byte("data: event 1\n\n"))
+	buf := make([]byte, 64)
+	n, err := body.Read(buf)
+	if err != nil || string(buf[:n]) != "data: event 1\n\n" {
+		t.Fatalf("first read = %q, %v", buf[:n], err)
+	}
+	// A tail that could begin the secret waits; the rest goes on.
+	go pw.Write([]byte("data: SECR"))
+	n, _ = body.Read(buf)
+	if string(buf[:n]) != "data: " {
+		t.Fatalf("second read = %q, want the part before a possible match", buf[:n])
+	}
+	go func() { pw.Write([]byte("ET-0123456789 end")); pw.Close() }()
+	rest, _ := io.ReadAll(body)
+	if string(rest) != "[ph] end" {
+		t.Fatalf("rest = %q", rest)
+	}
+}

@@ -1,0 +1,113 @@
+package testworld
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/net/websocket"
+)
+
+// Special paths every world HTTP server answers after recording the
+// request, for tests of streaming and reflection through a proxy:
+//
+//	/_kg/echo          the request's headers as JSON, and its Authorization
+//	                   header again in the X-Echo-Authorization response header
+//	/_kg/sse?n=N&ms=M  N server-sent events, one every M milliseconds, each
+//	                   flushed on its own
+//	/_kg/download?bytes=N  N bytes of 'x', streamed
+//	/_kg/upload        {"bytes": n}: how many body bytes arrived
+//	/_kg/trailer       a body followed by the trailer X-Checksum: done
+//	/_kg/ws            a WebSocket echo (any path with an Upgrade: websocket
+//	                   request is served as one)
+const specialPrefix = "/_kg/"
+
+// serveSpecial answers r if its path is special; bodyBytes is how much
+// body arrived. It reports whether it answered.
+func serveSpecial(rw http.ResponseWriter, r *http.Request, bodyBytes int64) bool {
+	if !strings.HasPrefix(r.URL.Path, specialPrefix) {
+		return false
+	}
+	q := r.URL.Query()
+	switch strings.TrimPrefix(r.URL.Path, specialPrefix) {
+	case "echo":
+		rw.Header().Set("Content-Type", "application/json")
+		rw.Header().Set("X-Echo-Authorization", r.Header.Get("Authorization"))
+		json.NewEncoder(rw).Encode(map[string]any{"headers": r.Header, "query": r.URL.RawQuery})
+	case "sse":
+		serveSSE(rw, atoi(q.Get("n"), 3), time.Duration(atoi(q.Get("ms"), 200))*time.Millisecond)
+	case "download":
+		serveDownload(rw, int64(atoi(q.Get("bytes"), 1<<20)))
+	case "upload":
+		rw.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(rw).Encode(map[string]int64{"bytes": bodyBytes})
+	case "trailer":
+		rw.Header().Set("Trailer", "X-Checksum")
+		io.WriteString(rw, "body before the trailer\n")
+		rw.Header().Set("X-Checksum", "done")
+	default:
+		http.NotFound(rw, r)
+	}
+	return true
+}
+
+func serveSSE(rw http.ResponseWriter, n int, every time.Duration) {
+	rw.Header().Set("Content-Type", "text/event-stream")
+	rw.Header().Set("Cache-Control", "no-cache")
+	rc := http.NewResponseController(rw)
+	for i := range n {
+		fmt.Fprintf(rw, "id: %d\ndata: event %d at %d\n\n", i, i, time.Now().UnixMilli())
+		if err := rc.Flush(); err != nil {
+			return
+		}
+		if i < n-1 {
+			time.Sleep(every)
+		}
+	}
+}
+
+func serveDownload(rw http.ResponseWriter, n int64) {
+	rw.Header().Set("Content-Type", "application/octet-stream")
+	rw.Header().Set("Content-Length", strconv.FormatInt(n, 10))
+	chunk := []byte(strings.Repeat("x", 64<<10))
+	for n > 0 {
+		w := min(n, int64(len(chunk)))
+		if _, err := rw.Write(chunk[:w]); err != nil {
+			return
+		}
+		n -= w
+	}
+}
+
+func isWebSocket(r *http.Request) bool {
+	return strings.EqualFold(r.Header.Get("Upgrade"), "websocket")
+}
+
+// serveWebSocket echoes every message back, prefixed with "echo: ".
+func serveWebSocket(rw http.ResponseWriter, r *http.Request) {
+	websocket.Server{
+		Handshake: func(*websocket.Config, *http.Request) error { return nil }, // any origin
+		Handler: func(ws *websocket.Conn) {
+			for {
+				var msg string
+				if err := websocket.Message.Receive(ws, &msg); err != nil {
+					return
+				}
+				if err := websocket.Message.Send(ws, "echo: "+msg); err != nil {
+					return
+				}
+			}
+		},
+	}.ServeHTTP(rw, r)
+}
+
+func atoi(s string, def int) int {
+	if n, err := strconv.Atoi(s); err == nil && n >= 0 {
+		return n
+	}
+	return def
+}
