@@ -2,13 +2,7 @@
 
 package bpf
 
-import (
-	"errors"
-	"net/netip"
-)
-
-// ErrNotSupported is returned on systems without eBPF.
-var ErrNotSupported = errors.New("ebpf capture needs Linux")
+import "net/netip"
 
 // CgroupCapture is unavailable on this system.
 type CgroupCapture struct{}
@@ -20,7 +14,9 @@ func LoadCgroup(CgroupConfig) (*CgroupCapture, error) { return nil, ErrNotSuppor
 func (*CgroupCapture) Attach(string) error { return ErrNotSupported }
 
 // TakeConn reports ErrNotSupported.
-func (*CgroupCapture) TakeConn(netip.AddrPort) (OrigDst, error) { return OrigDst{}, ErrNotSupported }
+func (*CgroupCapture) TakeConn(netip.AddrPort) (OrigDst, error) {
+	return OrigDst{}, ErrNotSupported
+}
 
 // Counters reports ErrNotSupported.
 func (*CgroupCapture) Counters() (map[string]uint64, error) { return nil, ErrNotSupported }

@@ -17,9 +17,9 @@
 //   sockops        once a redirected TCP socket has a source port, publish
 //                  (sandbox address, source port) → original destination so
 //                  the proxy can recover where the connection was going.
-//   cgroup_skb     second line of defence: every IP packet a sandbox socket
-//                  sends must be addressed to the proxy, the resolver or
-//                  loopback, whatever the socket hooks above did or missed.
+//   cgroup_skb     second line of defence (cgroup_skb.h): every IP packet
+//                  a sandbox socket sends must be addressed to the proxy,
+//                  the resolver or loopback, whatever the hooks above did.
 //
 // None of these see AF_PACKET sockets, which bypass the IP stack; the veth
 // guard (guard.c) stops those.
@@ -30,9 +30,6 @@
 
 #include <linux/bpf.h>
 #include <linux/in.h>
-#include <linux/if_ether.h>
-#include <linux/ip.h>
-#include <linux/ipv6.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
@@ -45,11 +42,6 @@ char __license[] SEC("license") = "Dual MIT/GPL";
 #define SOCK_STREAM 1
 #define SOCK_DGRAM 2
 #define LIBBPF_PIN_BY_NAME 1
-
-#define ICMPV6_ROUTER_SOLICIT 133
-#define ICMPV6_NEIGH_SOLICIT 135
-#define ICMPV6_NEIGH_ADVERT 136
-#define IP_OFFMASK 0x1fff
 
 // Filled in by the loader before the programs are loaded. Addresses are in
 // network byte order, ports in host byte order.
@@ -83,28 +75,28 @@ struct conn_key {
 // Exit reasons, counted per CPU. The names the Go side exports are in
 // reasons.go; keep both in the same order and only ever append.
 enum reason {
-	REASON_TCP_REDIRECT = 0, // connect4: TCP sent to the proxy
-	REASON_DNS_REDIRECT,     // connect4/sendmsg4: DNS sent to the resolver
-	REASON_LOOPBACK,         // connect4/sendmsg4: 127.0.0.0/8 left alone
-	REASON_DENY_UDP,         // connect4/sendmsg4: non-DNS UDP refused
-	REASON_DENY_OTHER,       // connect4: any other socket type refused
-	REASON_DNS_REPLY,        // recvmsg4: reply source restored
-	REASON_CONN_PUBLISHED,   // sockops: conn_dst entry written
-	REASON_CONN_UNKNOWN,     // sockops: TCP connect with no sock_dst entry
-	REASON_TCP_REDIRECT6,    // connect6: TCP sent to the proxy
-	REASON_DNS_REDIRECT6,    // connect6/sendmsg6: DNS sent to the resolver
-	REASON_LOOPBACK6,        // connect6/sendmsg6: ::1 or ::ffff:127/104
-	REASON_DENY_UDP6,        // connect6/sendmsg6: non-DNS UDP refused
-	REASON_DENY_OTHER6,      // connect6: any other socket type refused
-	REASON_DENY_NO_IP6,      // connect6/sendmsg6: IPv6 asked, none configured
-	REASON_DNS_REPLY6,       // recvmsg6: reply source restored
-	REASON_PEER_RESTORED,    // getpeername4/6: dialled peer reported
-	REASON_SOCK_FORGOTTEN,   // sock_release: sock_dst entry removed
-	REASON_SKB_PASS_SERVICE, // cgroup_skb: packet to the proxy/resolver
-	REASON_SKB_PASS_LOOPBACK, // cgroup_skb: packet to 127.0.0.0/8 or ::1
-	REASON_SKB_PASS_ND,      // cgroup_skb: IPv6 neighbour discovery
-	REASON_SKB_DROP_V4,      // cgroup_skb: IPv4 packet to anywhere else
-	REASON_SKB_DROP_V6,      // cgroup_skb: IPv6 packet to anywhere else
+	REASON_TCP_REDIRECT = 0,     // connect4: TCP sent to the proxy
+	REASON_DNS_REDIRECT,         // connect4/sendmsg4: DNS sent to the resolver
+	REASON_LOOPBACK,             // connect4/sendmsg4: 127.0.0.0/8 left alone
+	REASON_DENY_UDP,             // connect4/sendmsg4: non-DNS UDP refused
+	REASON_DENY_OTHER,           // connect4: any other socket type refused
+	REASON_DNS_REPLY,            // recvmsg4: reply source restored
+	REASON_CONN_PUBLISHED,       // sockops: conn_dst entry written
+	REASON_CONN_UNKNOWN,         // sockops: TCP connect with no sock_dst entry
+	REASON_TCP_REDIRECT6,        // connect6: TCP sent to the proxy
+	REASON_DNS_REDIRECT6,        // connect6/sendmsg6: DNS sent to the resolver
+	REASON_LOOPBACK6,            // connect6/sendmsg6: ::1 or ::ffff:127/104
+	REASON_DENY_UDP6,            // connect6/sendmsg6: non-DNS UDP refused
+	REASON_DENY_OTHER6,          // connect6: any other socket type refused
+	REASON_DENY_NO_IP6,          // connect6/sendmsg6: IPv6 asked, none configured
+	REASON_DNS_REPLY6,           // recvmsg6: reply source restored
+	REASON_PEER_RESTORED,        // getpeername4/6: dialled peer reported
+	REASON_SOCK_FORGOTTEN,       // sock_release: sock_dst entry removed
+	REASON_SKB_PASS_SERVICE,     // cgroup_skb: packet to the proxy/resolver
+	REASON_SKB_PASS_LOOPBACK,    // cgroup_skb: packet to 127.0.0.0/8 or ::1
+	REASON_SKB_PASS_ND,          // cgroup_skb: IPv6 neighbour discovery
+	REASON_SKB_DROP_V4,          // cgroup_skb: IPv4 packet to anywhere else
+	REASON_SKB_DROP_V6,          // cgroup_skb: IPv6 packet to anywhere else
 	REASON_SKB_DROP_OTHER_PROTO, // cgroup_skb: neither IPv4 nor IPv6
 	REASON_MAX,
 };
@@ -237,8 +229,10 @@ int kg_connect4(struct bpf_sock_addr *ctx)
 // kg_connect6 mirrors kg_connect4 for AF_INET6 sockets. A dual-stack socket
 // that dials ::ffff:a.b.c.d is redirected to ::ffff:<service IPv4>: the
 // kernel then connects over IPv4 from inside tcp_v6_connect (or
-// __ip6_datagram_connect), and connect4 does not run for it. The tests
-// check this (TestSocketHooks counts tcp_redirect6, not tcp_redirect).
+// __ip6_datagram_connect), which calls tcp_v4_connect directly, so
+// connect4 does not run for it. TestSocketHooks checks this on the running
+// kernel (it counts tcp_redirect6, not tcp_redirect). See
+// https://github.com/torvalds/linux/blob/master/net/ipv6/tcp_ipv6.c
 SEC("cgroup/connect6")
 int kg_connect6(struct bpf_sock_addr *ctx)
 {
@@ -282,9 +276,10 @@ int kg_sendmsg4(struct bpf_sock_addr *ctx)
 // kg_sendmsg6 handles unconnected sends on AF_INET6 UDP sockets. It never
 // sees v4-mapped destinations: udpv6_sendmsg hands those to udp_sendmsg,
 // which runs sendmsg4 instead (TestSocketHooks checks this), and a
-// sendmsg6 program may not rewrite to a v4-mapped address (the kernel
-// fails the send with ENOTSUPP). So a v4-mapped destination here is
-// refused rather than redirected.
+// sendmsg6 program may not rewrite to a v4-mapped address (udpv6_sendmsg
+// then fails the send with ENOTSUPP; see
+// https://github.com/torvalds/linux/blob/master/net/ipv6/udp.c). So a
+// v4-mapped destination here is refused rather than redirected.
 SEC("cgroup/sendmsg6")
 int kg_sendmsg6(struct bpf_sock_addr *ctx)
 {
@@ -439,9 +434,9 @@ int kg_sockops(struct bpf_sock_ops *skops)
 		.port = (__u16)skops->local_port,
 	};
 	// An AF_INET6 socket dialling ::ffff:a.b.c.d connects through
-	// tcp_v4_connect, which calls us before tcp_v6_connect has filled in
-	// the socket's IPv6 source: it is still :: here, and local_ip4 holds
-	// the source the proxy will see.
+	// tcp_v4_connect, which calls us before tcp_v6_connect has finished
+	// with the socket: its IPv6 source may still be ::, or v4-mapped.
+	// Either way local_ip4 holds the source the proxy will see.
 	if (skops->family == AF_INET6)
 		ip6_copy(key.ip6, skops->local_ip6);
 	if (ip6_is_zero(key.ip6) || ip6_is_v4mapped(key.ip6))
@@ -452,132 +447,5 @@ int kg_sockops(struct bpf_sock_ops *skops)
 	return 1;
 }
 
-// The cgroup_skb program below sees IP packets after the socket hooks have
-// rewritten their destinations, so legitimately captured traffic is already
-// addressed to a service; anything else got past the hooks (raw sockets,
-// a detached hook, a kernel path the hooks do not cover) and is dropped.
-
-struct l4_ports {
-	__be16 source;
-	__be16 dest;
-};
-
-// is_service_port reports whether proto/port is what the service at addr
-// listens on: the proxy takes TCP, the resolver TCP and UDP.
-static __always_inline int is_service_port(__u8 proto, __u16 port, int proxy, int dns)
-{
-	if (proxy && proto == IPPROTO_TCP && port == proxy_port)
-		return 1;
-	return dns && (proto == IPPROTO_TCP || proto == IPPROTO_UDP) && port == dns_port;
-}
-
-static __always_inline int skb_egress4(struct __sk_buff *skb)
-{
-	struct l4_ports ports;
-	struct iphdr ip;
-
-	if (bpf_skb_load_bytes(skb, 0, &ip, sizeof(ip)) < 0)
-		goto drop;
-
-	// The sandbox's own network namespace: nothing leaves through lo.
-	if (ip4_is_loopback(ip.daddr)) {
-		count(REASON_SKB_PASS_LOOPBACK);
-		return 1;
-	}
-
-	int proxy = ip.daddr == proxy_ip4, dns = ip.daddr == dns_ip4;
-	if (!proxy && !dns)
-		goto drop;
-	// Only a packet with a transport header shows its port. A later
-	// fragment has none; DNS queries and TCP segments are not fragmented.
-	if (bpf_ntohs(ip.frag_off) & IP_OFFMASK)
-		goto drop;
-	if (bpf_skb_load_bytes(skb, ip.ihl * 4, &ports, sizeof(ports)) < 0)
-		goto drop;
-	if (!is_service_port(ip.protocol, bpf_ntohs(ports.dest), proxy, dns))
-		goto drop;
-
-	// Captured TCP and DNS, rewritten by connect4/sendmsg4.
-	count(REASON_SKB_PASS_SERVICE);
-	return 1;
-drop:
-	count(REASON_SKB_DROP_V4);
-	return 0;
-}
-
-// is_nd reports whether the IPv6 packet is neighbour discovery the
-// sandbox's kernel needs to reach its gateway: router and neighbour
-// solicitations and neighbour advertisements, with the hop limit of 255
-// that RFC 4861 requires (so no router forwards them), to a link-local
-// unicast or link-local-scope multicast address.
-static __always_inline int is_nd(struct __sk_buff *skb, struct ipv6hdr *ip)
-{
-	__u8 type;
-
-	if (ip->nexthdr != IPPROTO_ICMPV6 || ip->hop_limit != 255)
-		return 0;
-	if (!ip6_is_link_local(ip->daddr.in6_u.u6_addr32) &&
-	    !ip6_is_link_mcast(ip->daddr.in6_u.u6_addr32))
-		return 0;
-	if (bpf_skb_load_bytes(skb, sizeof(*ip), &type, sizeof(type)) < 0)
-		return 0;
-	return type == ICMPV6_ROUTER_SOLICIT || type == ICMPV6_NEIGH_SOLICIT ||
-	       type == ICMPV6_NEIGH_ADVERT;
-}
-
-static __always_inline int skb_egress6(struct __sk_buff *skb)
-{
-	struct l4_ports ports;
-	struct ipv6hdr ip;
-
-	if (bpf_skb_load_bytes(skb, 0, &ip, sizeof(ip)) < 0)
-		goto drop;
-
-	__u32 *daddr = ip.daddr.in6_u.u6_addr32;
-	if (ip6_is_loopback(daddr)) {
-		count(REASON_SKB_PASS_LOOPBACK);
-		return 1;
-	}
-	// Usually sent by the namespace's own ndisc socket, which is not in
-	// the sandbox's cgroup; passed in case a sandbox creates its own
-	// namespace, so its IPv6 can still find the gateway.
-	if (is_nd(skb, &ip)) {
-		count(REASON_SKB_PASS_ND);
-		return 1;
-	}
-
-	int proxy = have_ip6 && ip6_eq(daddr, proxy_ip6);
-	int dns = have_ip6 && ip6_eq(daddr, dns_ip6);
-	if (!proxy && !dns)
-		goto drop;
-	// Extension headers (fragments included) hide the transport header;
-	// the kernel adds none to captured TCP or DNS.
-	if (ip.nexthdr != IPPROTO_TCP && ip.nexthdr != IPPROTO_UDP)
-		goto drop;
-	if (bpf_skb_load_bytes(skb, sizeof(ip), &ports, sizeof(ports)) < 0)
-		goto drop;
-	__u16 port = bpf_ntohs(ports.dest);
-	if (!(proxy && ip.nexthdr == IPPROTO_TCP && port == proxy6_port) &&
-	    !(dns && port == dns6_port))
-		goto drop;
-
-	// Captured TCP and DNS, rewritten by connect6/sendmsg6.
-	count(REASON_SKB_PASS_SERVICE);
-	return 1;
-drop:
-	count(REASON_SKB_DROP_V6);
-	return 0;
-}
-
-SEC("cgroup_skb/egress")
-int kg_skb_egress(struct __sk_buff *skb)
-{
-	// cgroup_skb programs see the packet from its IP header on.
-	if (skb->protocol == bpf_htons(ETH_P_IP))
-		return skb_egress4(skb);
-	if (skb->protocol == bpf_htons(ETH_P_IPV6))
-		return skb_egress6(skb);
-
-	count(REASON_SKB_DROP_OTHER_PROTO);
-	return 0;
-}
+// The second line of defence shares this file's maps and constants.
+#include "cgroup_skb.h"

@@ -83,7 +83,7 @@ func (c *CgroupCapture) Attach(path string) (err error) {
 	for _, h := range c.hooks() {
 		l, err := c.attachHook(path, cgID, h)
 		if err != nil {
-			return fmt.Errorf("attach %s to %s: %w", h.prog, path, err)
+			return fmt.Errorf("attach %s to %s: %w", h.prog, path, kernelErr(err))
 		}
 		made = append(made, l)
 	}
@@ -124,7 +124,7 @@ func (c *CgroupCapture) attachHook(path string, cgID uint64, h cgroupHook) (cgro
 	}
 	if err := l.Pin(pin); err != nil {
 		l.Close()
-		return cgroupLink{}, fmt.Errorf("pin link: %w", err)
+		return cgroupLink{}, fmt.Errorf("pin link: %w", kernelErr(err))
 	}
 	return cgroupLink{l, true}, nil
 }
@@ -143,7 +143,10 @@ func isCgroupLink(l link.Link, cgID uint64, typ ebpf.AttachType) bool {
 // Unpin detaches every capture program from its cgroup, removes the pinned
 // links and maps, and removes PinDir if nothing else is left in it. It also
 // removes pins an earlier agent left that this capture did not take over.
-// Used on clean shutdown, before Close. Without a PinDir it just detaches.
+// Processes still in the cgroup are no longer captured afterwards (the
+// veth guards still stop their traffic), so Unpin belongs to a clean
+// shutdown, after the sandboxes have ended and before Close. Without a
+// PinDir it just detaches.
 func (c *CgroupCapture) Unpin() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()

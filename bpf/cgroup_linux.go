@@ -64,7 +64,7 @@ func LoadCgroup(cfg CgroupConfig) (*CgroupCapture, error) {
 		if errors.As(err, &verr) {
 			return nil, fmt.Errorf("load cgroup programs: %+v", verr)
 		}
-		return nil, fmt.Errorf("load cgroup programs: %w", err)
+		return nil, fmt.Errorf("load cgroup programs: %w", kernelErr(err))
 	}
 	return c, nil
 }

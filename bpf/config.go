@@ -68,6 +68,10 @@ func validService(ap netip.AddrPort, six bool) error {
 	return nil
 }
 
+// ErrNotSupported is returned where keygate's eBPF programs cannot run: on
+// systems other than Linux, or on a kernel that lacks a feature they need.
+var ErrNotSupported = errors.New("eBPF capture not supported")
+
 // OrigDst is where a captured connection was going before it was redirected.
 type OrigDst struct {
 	Dst      netip.AddrPort // IPv4 or IPv6; a v4-mapped destination is reported as IPv4

@@ -79,17 +79,17 @@ struct veth_cfg {
 // Exit reasons, counted per CPU. The names the Go side exports are in
 // reasons.go; keep both in the same order and only ever append.
 enum reason {
-	REASON_PASS_SERVICE = 0,   // from the sandbox to the service address
-	REASON_PASS_ARP,           // ARP from the sandbox's own IPv4 address
-	REASON_PASS_ND,            // IPv6 neighbour/router solicitation, NA
-	REASON_PASS_ICMP_ERROR,    // ICMP error from the sandbox to the host end
-	REASON_DROP_SPOOFED_SOURCE, // source is not the sandbox's own address
-	REASON_DROP_NOT_SERVICE,   // destination is not a service address
+	REASON_PASS_SERVICE = 0,     // from the sandbox to the service address
+	REASON_PASS_ARP,             // ARP from the sandbox's own IPv4 address
+	REASON_PASS_ND,              // IPv6 neighbour/router solicitation, NA
+	REASON_PASS_ICMP_ERROR,      // ICMP error from the sandbox to the host end
+	REASON_DROP_SPOOFED_SOURCE,  // source is not the sandbox's own address
+	REASON_DROP_NOT_SERVICE,     // destination is not a service address
 	REASON_DROP_OTHER_ETHERTYPE, // neither ARP, IPv4 nor IPv6; VLAN tagged
-	REASON_DROP_UNKNOWN_VETH,  // attached to an interface with no veth_cfg
-	REASON_DROP_MALFORMED,     // header truncated or inconsistent
-	REASON_DROP_LINK_LOCAL,    // link-scope IPv6 other than ND (MLD, mDNS)
-	REASON_DROP_ND_ROUTER,     // router advertisement or redirect
+	REASON_DROP_UNKNOWN_VETH,    // attached to an interface with no veth_cfg
+	REASON_DROP_MALFORMED,       // header truncated or inconsistent
+	REASON_DROP_LINK_LOCAL,      // link-scope IPv6 other than ND (MLD, mDNS)
+	REASON_DROP_ND_ROUTER,       // router advertisement or redirect
 	REASON_MAX,
 };
 

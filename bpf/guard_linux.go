@@ -72,7 +72,7 @@ func LoadGuard(cfg GuardConfig) (*Guard, error) {
 		if errors.As(err, &verr) {
 			return nil, fmt.Errorf("load guard program: %+v", verr)
 		}
-		return nil, fmt.Errorf("load guard program: %w", err)
+		return nil, fmt.Errorf("load guard program: %w", kernelErr(err))
 	}
 	if cfg.PinDir != "" {
 		if err := g.adoptPinned(); err != nil {
@@ -177,10 +177,16 @@ func (g *Guard) Attach(ifindex int, v GuardVeth) error {
 		return err
 	}
 	if l, ok := g.links[ifindex]; ok {
-		if err := l.Update(g.objs.KgGuardIngress); err != nil {
-			return fmt.Errorf("update guard on interface %d: %w", ifindex, err)
+		if tcxIfindex(l) == ifindex {
+			if err := l.Update(g.objs.KgGuardIngress); err != nil {
+				return fmt.Errorf("update guard on interface %d: %w", ifindex, err)
+			}
+			return nil
 		}
-		return nil
+		// The guarded veth was deleted without Detach and its index has
+		// gone to a new interface.
+		destroyLink(l)
+		delete(g.links, ifindex)
 	}
 
 	l, err := g.attachLocked(ifindex)
@@ -246,12 +252,12 @@ func (g *Guard) attachLocked(ifindex int) (link.Link, error) {
 		Attach:    ebpf.AttachTCXIngress,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("attach guard to interface %d: %w", ifindex, err)
+		return nil, fmt.Errorf("attach guard to interface %d: %w", ifindex, kernelErr(err))
 	}
 	if pin != "" {
 		if err := l.Pin(pin); err != nil {
 			l.Close()
-			return nil, fmt.Errorf("pin guard of interface %d: %w", ifindex, err)
+			return nil, fmt.Errorf("pin guard of interface %d: %w", ifindex, kernelErr(err))
 		}
 	}
 	return l, nil
@@ -316,7 +322,7 @@ func (g *Guard) Close() error {
 
 // Unpin detaches every guard, removes the pinned links and maps, and
 // removes PinDir if nothing else is left in it. Used on clean shutdown,
-// before Close.
+// once the sandboxes are gone, before Close.
 func (g *Guard) Unpin() error {
 	g.mu.Lock()
 	defer g.mu.Unlock()

@@ -51,7 +51,8 @@ func frame(t *testing.T, ls ...gopacket.SerializableLayer) []byte {
 
 	buf := gopacket.NewSerializeBuffer()
 	opts := gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}
-	if err := gopacket.SerializeLayers(buf, opts, append([]gopacket.SerializableLayer{eth}, ls...)...); err != nil {
+	all := append([]gopacket.SerializableLayer{eth}, ls...)
+	if err := gopacket.SerializeLayers(buf, opts, all...); err != nil {
 		t.Fatalf("serialize frame: %v", err)
 	}
 	return buf.Bytes()
@@ -128,7 +129,8 @@ func neighSolicit(t *testing.T, src, dst, target string, hops uint8) []byte {
 	ip := ip6(src, dst, layers.IPProtocolICMPv6)
 	ip.HopLimit = hops
 	return frame(t, ip,
-		&layers.ICMPv6{TypeCode: layers.CreateICMPv6TypeCode(layers.ICMPv6TypeNeighborSolicitation, 0)},
+		&layers.ICMPv6{TypeCode: layers.CreateICMPv6TypeCode(
+			layers.ICMPv6TypeNeighborSolicitation, 0)},
 		&layers.ICMPv6NeighborSolicitation{TargetAddress: net.ParseIP(target)})
 }
 
