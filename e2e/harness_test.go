@@ -97,7 +97,7 @@ type agent struct {
 
 // startAgent runs keygated against w with its own state dir, socket,
 // sandbox range and parent cgroup, and stops it when t ends.
-func startAgent(t *testing.T, w *testworld.World) *agent {
+func startAgent(t *testing.T, w *testworld.World, flags ...string) *agent {
 	t.Helper()
 	testutil.RequireRoot(t)
 	root, err := cgroup.Mountpoint()
@@ -122,6 +122,7 @@ func startAgent(t *testing.T, w *testworld.World) *agent {
 		"--cgroup-parent", a.cgroup,
 		"--log-level", "debug",
 	}
+	a.args = append(a.args, flags...)
 	t.Cleanup(func() { a.stop() })
 	a.start()
 	return a

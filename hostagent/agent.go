@@ -23,6 +23,8 @@ import (
 	"github.com/keygate/keygate/pkg/audit"
 	"github.com/keygate/keygate/pkg/ca"
 	"github.com/keygate/keygate/pkg/cgroup"
+	"github.com/keygate/keygate/pkg/lograte"
+	"github.com/keygate/keygate/pkg/metrics"
 	"github.com/keygate/keygate/pkg/pin"
 	"github.com/keygate/keygate/pkg/proxy"
 	"github.com/keygate/keygate/pkg/resolver"
@@ -37,7 +39,12 @@ type Agent struct {
 	store        vault.Store
 	creds        *credCache // decrypted credentials; invalidated by every API change
 	audit        audit.Log
-	auditErrs    atomic.Int64 // hot-path audit appends that failed
+	auditErrs    atomic.Int64     // hot-path audit appends that failed
+	auditLimit   *lograte.Limiter // their log records, at most one a second
+	metrics      *metrics.Metrics
+	denials      denialRing
+	leaves       *ca.Leaves
+	started      time.Time
 	ca           *ca.CA
 	bundle       string // sandbox trust bundle: system roots + host CA
 	resolv       string // resolv.conf shown to sandboxes
@@ -69,12 +76,15 @@ func Start(cfg Config) (_ *Agent, err error) {
 		return nil, err
 	}
 	a := &Agent{
-		cfg:       cfg,
-		log:       cfg.Logger,
-		pool:      newAddrPool(cfg.SandboxCIDR),
-		sandboxes: newRegistry(),
-		stop:      make(chan struct{}),
-		exitCodes: make(map[string]int),
+		cfg:        cfg,
+		log:        cfg.Logger,
+		pool:       newAddrPool(cfg.SandboxCIDR),
+		sandboxes:  newRegistry(),
+		stop:       make(chan struct{}),
+		exitCodes:  make(map[string]int),
+		metrics:    metrics.New(),
+		auditLimit: lograte.New(time.Second),
+		started:    time.Now(),
 	}
 	defer func() {
 		if err != nil {
@@ -91,6 +101,7 @@ func Start(cfg Config) (_ *Agent, err error) {
 		{"start resolver", a.startResolver},
 		{"start proxy", a.startProxy},
 		{"attach capture programs", a.attachCapture},
+		{"start metrics", a.startMetrics},
 		{"start control API", a.startAPI},
 	}
 	for _, s := range steps {
@@ -203,6 +214,7 @@ func (a *Agent) startProxy() error {
 	if err != nil {
 		return err
 	}
+	a.leaves = a.ca.NewLeaves(ca.LeafConfig{})
 	p, err := proxy.New(proxy.Config{
 		Sandboxes: func(src netip.Addr) (proxy.Sandbox, bool) {
 			sb, ok := a.sandboxes.bySource(src)
@@ -210,7 +222,7 @@ func (a *Agent) startProxy() error {
 		},
 		OrigDst:       a.origDst,
 		Pins:          a.pins,
-		Certs:         a.ca.NewLeaves(ca.LeafConfig{}),
+		Certs:         a.leaves,
 		Credentials:   &credentials{reg: a.sandboxes, cache: a.creds},
 		UpstreamRoots: roots,
 		Logger:        a.log.With("subsystem", "proxy"),

@@ -59,6 +59,7 @@ func (a *Agent) startAPI() error {
 	mux.HandleFunc("DELETE /v1/sandboxes/{id}", a.handleRemoveSandbox)
 	mux.HandleFunc("GET /v1/sandboxes/{id}/wait", a.handleWait)
 	mux.HandleFunc("POST /v1/sandboxes/{id}/exec", a.handleExec)
+	mux.HandleFunc("GET /v1/status", a.handleStatus)
 	mux.HandleFunc("GET /v1/audit", a.handleAudit)
 	mux.HandleFunc("POST /v1/audit/verify", a.handleAuditVerify)
 	mux.HandleFunc("POST /v1/run", a.handleRun)
@@ -167,7 +168,7 @@ func (a *Agent) handleCreateVault(w http.ResponseWriter, r *http.Request) {
 	if !decode(w, r, &req) {
 		return
 	}
-	if err := a.store.CreateVault(req.Name); err != nil {
+	if err := a.storeOp("vault.create", a.store.CreateVault(req.Name)); err != nil {
 		writeStoreError(w, err)
 		return
 	}
@@ -187,7 +188,7 @@ func (a *Agent) handleListVaults(w http.ResponseWriter, r *http.Request) {
 
 func (a *Agent) handleArchiveVault(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("vault")
-	err := a.store.ArchiveVault(name)
+	err := a.storeOp("vault.archive", a.store.ArchiveVault(name))
 	a.creds.invalidate()
 	if err != nil {
 		writeStoreError(w, err)
@@ -213,7 +214,7 @@ func (a *Agent) handleAddCredential(w http.ResponseWriter, r *http.Request) {
 		Vault: r.PathValue("vault"), Name: req.Name, Env: req.Env,
 		Domains: req.Domains, Header: req.Header, Prefix: req.PlaceholderPrefix, Query: req.Query,
 	}
-	if err := a.store.AddCredential(c, req.Secret); err != nil {
+	if err := a.storeOp("credential.add", a.store.AddCredential(c, req.Secret)); err != nil {
 		writeStoreError(w, err)
 		return
 	}
@@ -243,6 +244,7 @@ func (a *Agent) handleRotate(w http.ResponseWriter, r *http.Request) {
 	defer clear(req.Secret)
 	v, name := r.PathValue("vault"), r.PathValue("name")
 	cred, err := a.store.RotateCredential(v, name, req.Secret)
+	a.storeOp("credential.rotate", err)
 	a.creds.invalidate() // before answering: the next request must read the new secret
 	if err != nil {
 		writeStoreError(w, err)
@@ -262,7 +264,7 @@ func (a *Agent) handleRotate(w http.ResponseWriter, r *http.Request) {
 
 func (a *Agent) handleRemoveCredential(w http.ResponseWriter, r *http.Request) {
 	v, name := r.PathValue("vault"), r.PathValue("name")
-	err := a.store.RemoveCredential(v, name)
+	err := a.storeOp("credential.remove", a.store.RemoveCredential(v, name))
 	a.creds.invalidate()
 	if err != nil {
 		writeStoreError(w, err)
@@ -358,4 +360,14 @@ func writeError(w http.ResponseWriter, status int, err error) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	json.NewEncoder(w).Encode(api.Error{Error: err.Error()})
+}
+
+// storeOp counts a store change by result and passes its error on.
+func (a *Agent) storeOp(op string, err error) error {
+	result := "ok"
+	if err != nil {
+		result = "error"
+	}
+	a.metrics.StoreOps.WithLabelValues(op, result).Inc()
+	return err
 }

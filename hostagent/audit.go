@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/keygate/keygate/pkg/api"
 	"github.com/keygate/keygate/pkg/audit"
 	"github.com/keygate/keygate/pkg/proxy"
 	"github.com/keygate/keygate/pkg/resolver"
@@ -35,7 +36,9 @@ func (a *Agent) auditChange(r *http.Request, rec audit.Record) error {
 	rec.Actor = actor(r)
 	ctx, cancel := context.WithTimeout(r.Context(), auditTimeout)
 	defer cancel()
+	a.metrics.AuditAppends.WithLabelValues(string(rec.Kind)).Inc()
 	if err := a.audit.AppendSync(ctx, rec); err != nil {
+		a.metrics.AuditErrors.Inc()
 		a.log.Error("audit append failed", "kind", rec.Kind, "vault", rec.Vault, "err", err)
 		return fmt.Errorf("the change was applied but its audit record could not be written: %w", err)
 	}
@@ -46,6 +49,7 @@ func (a *Agent) auditChange(r *http.Request, rec audit.Record) error {
 // forwarded without a secret are only in the decision log: they carry
 // nothing of the vault's.
 func (a *Agent) auditDecision(d proxy.Decision) {
+	a.observeDecision(d)
 	base := audit.Record{
 		Actor: d.Sandbox, Sandbox: d.Sandbox, Host: d.Host, Method: d.Method, Path: d.Path,
 		Status: d.Status, DurationMS: d.Duration.Milliseconds(),
@@ -74,9 +78,13 @@ func (a *Agent) auditDecision(d proxy.Decision) {
 // or closed; it is logged, and the log's own state makes later appends
 // fail the same way until an operator repairs the storage.
 func (a *Agent) appendAudit(rec audit.Record) {
+	a.metrics.AuditAppends.WithLabelValues(string(rec.Kind)).Inc()
 	if err := a.audit.Append(rec); err != nil {
+		a.metrics.AuditErrors.Inc()
 		a.auditErrs.Add(1)
-		a.log.Error("audit append failed", "kind", rec.Kind, "sandbox", rec.Sandbox, "err", err)
+		if ok, suppressed := a.auditLimit.Allow(); ok {
+			a.log.Error("audit append failed", "kind", rec.Kind, "sandbox", rec.Sandbox, "err", err, "suppressed", suppressed)
+		}
 	}
 }
 
@@ -97,6 +105,10 @@ func (a *Agent) auditSandbox(s *sandbox, kind audit.Kind) {
 // auditDNSDenial records a lookup the resolver refused; the resolver
 // rate-limits these per sandbox and says how many it suppressed.
 func (a *Agent) auditDNSDenial(d resolver.Denial) {
+	if sb, ok := a.sandboxes.byIDOf(d.Sandbox); ok {
+		sb.stats.dnsDenied.Add(1)
+	}
+	a.denials.add(api.Denial{Time: time.Now(), Sandbox: d.Sandbox, Kind: "dns", Host: d.Name, Reason: d.Reason})
 	rec := audit.Record{
 		Kind: audit.KindDNSDeny, Actor: d.Sandbox, Sandbox: d.Sandbox, Host: d.Name,
 		Reason: d.Reason, Detail: "type " + d.Type,

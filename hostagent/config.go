@@ -36,6 +36,11 @@ type Config struct {
 	// APIGroup, if set, is a group whose members may use the control API
 	// besides root; nil = root only.
 	APIGroup *uint32
+	// MetricsAddr is the host address the Prometheus metrics and profiler
+	// are served on; "" = off.
+	MetricsAddr string
+	// Version is reported by keygate status.
+	Version string
 	// InspectAll terminates TLS for every connection, also those of
 	// sandboxes without credentials, which are otherwise spliced.
 	InspectAll bool

@@ -75,6 +75,7 @@ type sandbox struct {
 
 	done         chan struct{} // closed once the sandbox's init has exited
 	teardownOnce sync.Once
+	stats        sandboxStats
 
 	mu       sync.Mutex
 	initPID  int  // host pid of the sandbox init; guarded by mu
@@ -105,7 +106,7 @@ func (s *sandbox) info() api.Sandbox {
 	info := api.Sandbox{
 		ID: s.id, Address: s.addr.String(), Vaults: s.vaults, Allow: s.allow,
 		Runtime: s.runtime, Capture: s.capture, Mode: mode, Persistent: s.persistent,
-		Created: s.created,
+		Created: s.created, Stats: s.stats.api(),
 	}
 	if s.addr6.IsValid() {
 		info.Address6 = s.addr6.String()
@@ -324,6 +325,8 @@ func (a *Agent) createSandbox(p *sandboxPlan, persistent bool) (s *sandbox, err 
 		return nil, err
 	}
 	a.sandboxes.add(s)
+	a.metrics.SandboxesCreated.Inc()
+	a.metrics.SandboxCreateSeconds.Observe(time.Since(s.created).Seconds())
 	a.log.Info("sandbox created", "sandbox", s.id, "addr", s.addr,
 		"vaults", s.vaults, "credentials", len(s.bindings), "persistent", persistent)
 	a.auditSandbox(s, audit.KindSandboxCreate)
@@ -351,6 +354,7 @@ func (a *Agent) teardown(s *sandbox) {
 
 func (a *Agent) teardownOnce(s *sandbox) {
 	if a.sandboxes.remove(s) {
+		a.metrics.SandboxesRemoved.Inc()
 		a.auditSandbox(s, audit.KindSandboxRemove)
 	}
 	a.pins.DropSandbox(s.id)

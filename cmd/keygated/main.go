@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"os/user"
+	"runtime/debug"
 	"strconv"
 	"syscall"
 
@@ -42,6 +43,8 @@ func main() {
 	flag.StringVar(&cfg.CgroupParent, "cgroup-parent", "", "cgroup v2 directory that holds sandbox cgroups (default CGROUP2-ROOT/keygate)")
 	flag.DurationVar(&cfg.CredentialRefresh, "credential-refresh", hostagent.DefaultCredentialRefresh,
 		"how long the proxy serves a credential from memory before re-reading the store")
+	flag.StringVar(&cfg.MetricsAddr, "metrics-addr", "",
+		"host address for Prometheus /metrics and /debug/pprof, e.g. 127.0.0.1:9464 (default off; sandboxes can never reach it)")
 	flag.BoolVar(&cfg.InspectAll, "inspect-all", false,
 		"terminate TLS for every sandbox connection; by default sandboxes without credentials are spliced, so certificate pinning works")
 	flag.StringVar(&apiGroup, "api-group", "", "group (name or id) whose members may use the control API besides root")
@@ -59,6 +62,7 @@ func main() {
 		fatal(err)
 	}
 	cfg.Logger = logger
+	cfg.Version = version()
 	cfg.AllowPrivate = allowPrivate
 	if cfg.SandboxCIDR, err = netip.ParsePrefix(sandboxCIDR); err != nil {
 		fatal(fmt.Errorf("--sandbox-cidr: %w", err))
@@ -126,6 +130,22 @@ It must run as root, in the foreground; stop it with SIGTERM.
 Flags:
 `)
 	flag.PrintDefaults()
+}
+
+// version is the module version and VCS revision the binary was built
+// from, as Go records them.
+func version() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	v := bi.Main.Version
+	for _, s := range bi.Settings {
+		if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+			v += " (" + s.Value[:12] + ")"
+		}
+	}
+	return v
 }
 
 // lookupGroup resolves a group name or numeric id.

@@ -100,16 +100,48 @@ type WaitResponse struct {
 
 // Sandbox describes a live sandbox.
 type Sandbox struct {
-	ID         string    `json:"id"`
-	Address    string    `json:"address"`
-	Address6   string    `json:"address6,omitempty"`
-	Vaults     []string  `json:"vaults"`
-	Allow      []string  `json:"allow"`
-	Runtime    string    `json:"runtime"`
-	Capture    string    `json:"capture"`
-	Mode       string    `json:"mode"`
-	Persistent bool      `json:"persistent"` // made by sandbox create; else by run
-	Created    time.Time `json:"created"`
+	ID         string       `json:"id"`
+	Address    string       `json:"address"`
+	Address6   string       `json:"address6,omitempty"`
+	Vaults     []string     `json:"vaults"`
+	Allow      []string     `json:"allow"`
+	Runtime    string       `json:"runtime"`
+	Capture    string       `json:"capture"`
+	Mode       string       `json:"mode"`
+	Persistent bool         `json:"persistent"` // made by sandbox create; else by run
+	Created    time.Time    `json:"created"`
+	Stats      SandboxStats `json:"stats"`
+}
+
+// SandboxStats counts what a sandbox's traffic led to.
+type SandboxStats struct {
+	Requests  uint64 `json:"requests"`   // proxy decisions: requests and refused connections
+	Injected  uint64 `json:"injected"`   // requests that carried a secret
+	Denied    uint64 `json:"denied"`     // requests and connections refused
+	Spliced   uint64 `json:"spliced"`    // connections relayed without termination
+	DNSDenied uint64 `json:"dns_denied"` // lookups refused
+}
+
+// Status is the answer to GET /v1/status.
+type Status struct {
+	Version       string    `json:"version"`
+	Store         string    `json:"store"` // engine: bolt or etcd
+	Started       time.Time `json:"started"`
+	UptimeSeconds int64     `json:"uptime_seconds"`
+	Sandboxes     int       `json:"sandboxes"`
+	Denials       uint64    `json:"denials"` // since start
+	RecentDenials []Denial  `json:"recent_denials"`
+	MetricsAddr   string    `json:"metrics_addr,omitempty"`
+}
+
+// Denial is one refused request, connection or lookup.
+type Denial struct {
+	Time    time.Time `json:"time"`
+	Sandbox string    `json:"sandbox"`
+	Kind    string    `json:"kind"` // request or dns
+	Host    string    `json:"host"`
+	Reason  string    `json:"reason"`
+	Detail  string    `json:"detail,omitempty"`
 }
 
 // Error is the body of every non-2xx response.

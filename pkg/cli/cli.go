@@ -53,6 +53,7 @@ func commands() []command {
 		{"run", "run a command in a new sandbox", runRun},
 		{"sandbox", "create, list, exec in and remove long-lived sandboxes", runSandbox},
 		{"audit", "read and verify the audit log", runAudit},
+		{"status", "show the agent's version, store, uptime and recent denials", runStatus},
 	}
 }
 

@@ -25,5 +25,6 @@ var examples = map[string]string{
 	"sandbox rm":   "keygate sandbox rm 1c36e397",
 	"audit": `keygate audit --vault prod --since 24h
   keygate audit --kind request.deny --json`,
+	"status":       "keygate status --json",
 	"audit verify": "keygate audit verify   # exit 1 and the first bad record if the chain is broken",
 }

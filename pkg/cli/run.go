@@ -277,14 +277,15 @@ func sandboxList(e *env, args []string) (int, error) {
 		return ExitOK, printJSON(e.stdout, sbs)
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tKIND\tADDRESS\tVAULTS\tALLOW\tMODE\tRUNTIME\tCAPTURE\tAGE")
+	fmt.Fprintln(tw, "ID\tKIND\tADDRESS\tVAULTS\tALLOW\tMODE\tRUNTIME\tCAPTURE\tAGE\tREQUESTS\tINJECTED\tDENIED\tDNS-DENIED")
 	for _, s := range sbs {
 		kind := "run"
 		if s.Persistent {
 			kind = "persistent"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.ID, kind, s.Address, joinOr(s.Vaults, "-"),
-			joinOr(s.Allow, "-"), s.Mode, s.Runtime, s.Capture, time.Since(s.Created).Round(time.Second))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\n", s.ID, kind, s.Address,
+			joinOr(s.Vaults, "-"), joinOr(s.Allow, "-"), s.Mode, s.Runtime, s.Capture,
+			time.Since(s.Created).Round(time.Second), s.Stats.Requests, s.Stats.Injected, s.Stats.Denied, s.Stats.DNSDenied)
 	}
 	return ExitOK, tw.Flush()
 }

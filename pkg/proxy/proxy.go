@@ -23,6 +23,7 @@ import (
 
 	"golang.org/x/net/http2"
 
+	"github.com/keygate/keygate/pkg/lograte"
 	"github.com/keygate/keygate/pkg/pin"
 	"github.com/keygate/keygate/pkg/vault"
 )
@@ -135,7 +136,8 @@ type Proxy struct {
 	conns     *connQueue // terminated HTTP/1.1 connections waiting for h1
 	upstreams *upstreams
 
-	wg sync.WaitGroup // per-connection goroutines
+	wg       sync.WaitGroup   // per-connection goroutines
+	errLimit *lograte.Limiter // upstream failures logged at most once a second
 
 	mu       sync.Mutex
 	active   map[net.Conn]struct{} // every accepted connection; guarded by mu
@@ -154,6 +156,7 @@ func New(cfg Config) (*Proxy, error) {
 		conns:     newConnQueue(),
 		upstreams: newUpstreams(cfg.UpstreamRoots),
 		active:    make(map[net.Conn]struct{}),
+		errLimit:  lograte.New(time.Second),
 		perSB:     make(map[string]int),
 	}
 	p.tlsConfig = &tls.Config{
@@ -251,7 +254,9 @@ func (p *Proxy) release(c net.Conn, sb string) {
 }
 
 func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
-	p.log.Warn("upstream request failed", "host", r.Host, "err", err)
+	if ok, suppressed := p.errLimit.Allow(); ok {
+		p.log.Warn("upstream request failed", logHost, r.Host, logError, err, "suppressed", suppressed)
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusBadGateway)
 	fmt.Fprintf(w, "{\"error\":%q}\n", "keygate: upstream: "+err.Error())
