@@ -118,6 +118,7 @@ func startAgent(t *testing.T, w *testworld.World, flags ...string) *agent {
 		"--upstream-dns", w.DNS.String(),
 		"--upstream-ca", w.CAFile,
 		"--allow-private-upstream", worldPrefix.String(),
+		"--allow-private-upstream", testworld.DefaultPrefix6.String(),
 		"--sandbox-cidr", "10.235.0.0/16",
 		"--cgroup-parent", a.cgroup,
 		"--log-level", "debug",

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/keygate/keygate/bpf"
 	"github.com/keygate/keygate/pkg/audit"
@@ -53,13 +54,14 @@ type Agent struct {
 	sandboxes    *registry
 	capture      *bpf.CgroupCapture
 	parent       *cgroup.Group
-	serviceAdded *netlink.Addr // the service address on lo, or nil
+	serviceAdded []*netlink.Addr // the service addresses put on lo
+	guard        *bpf.Guard      // the veth guard; nil until attachCapture
 
 	proxy     *proxy.Proxy
 	resolver  *resolver.Resolver
 	api       *http.Server
-	listeners []net.Listener // proxy, resolver TCP, API; closed by Close
-	udp       net.PacketConn
+	listeners []net.Listener   // proxy, resolver TCP, API; closed by Close
+	udp       []net.PacketConn // the resolver's UDP sockets, v4 and v6
 
 	runs     sync.WaitGroup // live runs; Close waits for their teardown
 	watchers sync.WaitGroup // one per sandbox init; Close waits for them
@@ -78,7 +80,7 @@ func Start(cfg Config) (_ *Agent, err error) {
 	a := &Agent{
 		cfg:        cfg,
 		log:        cfg.Logger,
-		pool:       newAddrPool(cfg.SandboxCIDR),
+		pool:       newPool(cfg),
 		sandboxes:  newRegistry(),
 		stop:       make(chan struct{}),
 		exitCodes:  make(map[string]int),
@@ -156,26 +158,52 @@ func (a *Agent) openState() error {
 	return os.WriteFile(a.resolv, []byte(conf), 0o644)
 }
 
-// addServiceAddr puts the agent's service address on the loopback link as
-// a /32, so sandboxes reach the proxy and resolver through their veth and
-// nothing listens on the host's other addresses. (Loopback rather than a
-// dummy link: not every kernel has the dummy driver.)
+// addServiceAddr puts the agent's service addresses on the loopback link
+// as host routes (/32, /128), so sandboxes reach the proxy and resolver
+// through their veth and nothing listens on the host's other addresses.
+// (Loopback rather than a dummy link: not every kernel has the dummy
+// driver.)
 func (a *Agent) addServiceAddr() error {
 	lo, err := netlink.LinkByName("lo")
 	if err != nil {
 		return err
 	}
-	addr := &netlink.Addr{IPNet: ipNet32(a.pool.service()), Label: "lo:keygate"}
-	// An address left by an agent that did not stop cleanly is reused.
-	if err := netlink.AddrReplace(lo, addr); err != nil {
-		return fmt.Errorf("address %s on lo: %w", a.pool.service(), err)
+	addrs := []*netlink.Addr{{IPNet: hostNet(a.pool.service()), Label: "lo:keygate"}}
+	if svc6 := a.pool.service6(); svc6.IsValid() {
+		// No duplicate address detection: the address must be usable at
+		// once, and it is unique to this host by construction.
+		addrs = append(addrs, &netlink.Addr{IPNet: hostNet(svc6), Flags: unix.IFA_F_NODAD})
 	}
-	a.serviceAdded = addr
+	for _, addr := range addrs {
+		// An address left by an agent that did not stop cleanly is reused.
+		if err := netlink.AddrReplace(lo, addr); err != nil {
+			return fmt.Errorf("address %s on lo: %w", addr.IP, err)
+		}
+		a.serviceAdded = append(a.serviceAdded, addr)
+	}
 	return nil
 }
 
+// serviceAddr is the IPv4 service address with port.
 func (a *Agent) serviceAddr(port uint16) netip.AddrPort {
 	return netip.AddrPortFrom(a.pool.service(), port)
+}
+
+// serviceAddr6 is the IPv6 service address with port, or the zero value.
+func (a *Agent) serviceAddr6(port uint16) netip.AddrPort {
+	if svc6 := a.pool.service6(); svc6.IsValid() {
+		return netip.AddrPortFrom(svc6, port)
+	}
+	return netip.AddrPort{}
+}
+
+// serviceAddrs are the addresses a service listens on: IPv4, and IPv6 if on.
+func (a *Agent) serviceAddrs(port uint16) []netip.AddrPort {
+	out := []netip.AddrPort{a.serviceAddr(port)}
+	if v6 := a.serviceAddr6(port); v6.IsValid() {
+		out = append(out, v6)
+	}
+	return out
 }
 
 func (a *Agent) startResolver() error {
@@ -185,27 +213,31 @@ func (a *Agent) startResolver() error {
 		Sandboxes:    resolverView{a.sandboxes},
 		Pins:         a.pins,
 		AllowPrivate: a.cfg.AllowPrivate,
+		IPv6:         a.pool.service6().IsValid(),
 		OnDeny:       a.auditDNSDenial,
 		Logger:       a.log,
 	})
 	if err != nil {
 		return err
 	}
-	addr := a.serviceAddr(a.cfg.DNSPort).String()
-	if a.udp, err = net.ListenPacket("udp4", addr); err != nil {
-		return err
-	}
-	tcp, err := net.Listen("tcp4", addr)
-	if err != nil {
-		return err
-	}
-	a.listeners = append(a.listeners, tcp)
 	a.resolver = r
-	go func() {
-		if err := r.Serve(a.udp, tcp); err != nil {
-			a.log.Error("resolver stopped", "err", err)
+	for _, addr := range a.serviceAddrs(a.cfg.DNSPort) {
+		udp, err := net.ListenPacket("udp", addr.String())
+		if err != nil {
+			return err
 		}
-	}()
+		a.udp = append(a.udp, udp)
+		tcp, err := net.Listen("tcp", addr.String())
+		if err != nil {
+			return err
+		}
+		a.listeners = append(a.listeners, tcp)
+		go func() {
+			if err := r.Serve(udp, tcp); err != nil && !errors.Is(err, resolver.ErrClosed) {
+				a.log.Error("resolver stopped", "addr", addr, "err", err)
+			}
+		}()
+	}
 	return nil
 }
 
@@ -231,17 +263,19 @@ func (a *Agent) startProxy() error {
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp4", a.serviceAddr(a.cfg.ProxyPort).String())
-	if err != nil {
-		return err
-	}
-	a.listeners = append(a.listeners, ln)
 	a.proxy = p
-	go func() {
-		if err := p.Serve(ln); err != nil {
-			a.log.Error("proxy stopped", "err", err)
+	for _, addr := range a.serviceAddrs(a.cfg.ProxyPort) {
+		ln, err := net.Listen("tcp", addr.String())
+		if err != nil {
+			return err
 		}
-	}()
+		a.listeners = append(a.listeners, ln)
+		go func() {
+			if err := p.Serve(ln); err != nil {
+				a.log.Error("proxy stopped", "addr", addr, "err", err)
+			}
+		}()
+	}
 	return nil
 }
 
@@ -281,15 +315,33 @@ func (a *Agent) attachCapture() error {
 	if a.parent, err = cgroup.Create(a.cfg.CgroupParent); err != nil {
 		return err
 	}
+	// The guard is loaded first: adopted sandboxes' veths get its current
+	// program before they are served again.
+	a.guard, err = bpf.LoadGuard(bpf.GuardConfig{
+		Service4: a.pool.service(), Service6: a.pool.service6(), PinDir: a.pinDir(),
+	})
+	if err != nil {
+		return fmt.Errorf("load veth guard: %w", err)
+	}
 	a.adopt()
 	a.capture, err = bpf.LoadCgroup(bpf.CgroupConfig{
-		Proxy:    a.serviceAddr(a.cfg.ProxyPort),
-		Resolver: a.serviceAddr(a.cfg.DNSPort),
+		Proxy:     a.serviceAddr(a.cfg.ProxyPort),
+		Resolver:  a.serviceAddr(a.cfg.DNSPort),
+		Proxy6:    a.serviceAddr6(a.cfg.ProxyPort),
+		Resolver6: a.serviceAddr6(a.cfg.DNSPort),
+		PinDir:    a.pinDir(),
 	})
 	if err != nil {
 		return err
 	}
 	return a.capture.Attach(a.cfg.CgroupParent)
+}
+
+// pinDir is where this agent's BPF maps and links are pinned, so capture
+// stays in force while it is down. One per cgroup parent: agents that
+// share a host (tests, a fleet host running two) keep apart.
+func (a *Agent) pinDir() string {
+	return filepath.Join("/sys/fs/bpf/keygate", filepath.Base(a.cfg.CgroupParent))
 }
 
 // Close stops the agent: ends every sandbox, detaches the capture
@@ -318,18 +370,23 @@ func (a *Agent) Close() error {
 	for _, ln := range a.listeners {
 		ln.Close()
 	}
-	if a.udp != nil {
-		a.udp.Close()
+	for _, udp := range a.udp {
+		udp.Close()
 	}
+	// A clean stop detaches capture for good: every sandbox has ended.
+	// (A crash leaves the pinned programs in force, failing closed.)
 	if a.capture != nil {
-		errs = append(errs, a.capture.Close())
+		errs = append(errs, a.capture.Unpin(), a.capture.Close())
+	}
+	if a.guard != nil {
+		errs = append(errs, a.guard.Unpin(), a.guard.Close())
 	}
 	if a.parent != nil {
 		os.Remove(a.parent.Path)
 	}
-	if a.serviceAdded != nil {
-		if lo, err := netlink.LinkByName("lo"); err == nil {
-			errs = append(errs, netlink.AddrDel(lo, a.serviceAdded))
+	if lo, err := netlink.LinkByName("lo"); err == nil {
+		for _, addr := range a.serviceAdded {
+			errs = append(errs, netlink.AddrDel(lo, addr))
 		}
 	}
 	if a.store != nil {
@@ -342,6 +399,16 @@ func (a *Agent) Close() error {
 	return errors.Join(errs...)
 }
 
-func ipNet32(addr netip.Addr) *net.IPNet {
-	return &net.IPNet{IP: net.IP(addr.AsSlice()), Mask: net.CIDRMask(32, 32)}
+// hostNet is addr as a host route: /32 or /128.
+func hostNet(addr netip.Addr) *net.IPNet {
+	return &net.IPNet{IP: net.IP(addr.AsSlice()), Mask: net.CIDRMask(addr.BitLen(), addr.BitLen())}
+}
+
+// newPool is the address pool cfg describes.
+func newPool(cfg Config) *addrPool {
+	p := newAddrPool(cfg.SandboxCIDR)
+	if cfg.SandboxCIDR6.IsValid() {
+		p.withIPv6(cfg.SandboxCIDR6)
+	}
+	return p
 }

@@ -19,6 +19,10 @@ import (
 	"github.com/keygate/keygate/pkg/cgroup"
 )
 
+// DefaultSandboxCIDR6 is the unique local /48 sandboxes' IPv6 addresses
+// come from ("kgate" in its global ID).
+var DefaultSandboxCIDR6 = netip.MustParsePrefix("fd6b:6761:7465::/48")
+
 // Config is the agent's configuration; zero fields take the defaults
 // documented on each.
 type Config struct {
@@ -29,10 +33,16 @@ type Config struct {
 	UpstreamCA    string         // extra PEM roots trusted for upstreams (tests)
 	AllowPrivate  []netip.Prefix // private ranges upstream answers may point into
 	SandboxCIDR   netip.Prefix   // sandbox addresses; default 10.233.0.0/16
-	CgroupParent  string         // parent cgroup of all sandboxes; default <cgroup2>/keygate
-	ProxyPort     uint16         // default 15001
-	DNSPort       uint16         // default 15053
-	SandboxUID    uint32         // uid and gid sandbox commands run as; default 65534
+	// SandboxCIDR6 is the /48 sandboxes' IPv6 addresses come from, and
+	// the agent's IPv6 service address; default DefaultSandboxCIDR6.
+	SandboxCIDR6 netip.Prefix
+	// NoIPv6 gives sandboxes no IPv6 at all: AAAA queries get empty
+	// answers and IPv6 connections are refused.
+	NoIPv6       bool
+	CgroupParent string // parent cgroup of all sandboxes; default <cgroup2>/keygate
+	ProxyPort    uint16 // default 15001
+	DNSPort      uint16 // default 15053
+	SandboxUID   uint32 // uid and gid sandbox commands run as; default 65534
 	// APIGroup, if set, is a group whose members may use the control API
 	// besides root; nil = root only.
 	APIGroup *uint32
@@ -73,6 +83,15 @@ func (c *Config) setDefaults() error {
 	if !c.SandboxCIDR.IsValid() {
 		c.SandboxCIDR = netip.MustParsePrefix("10.233.0.0/16")
 	}
+	if c.NoIPv6 {
+		c.SandboxCIDR6 = netip.Prefix{}
+	} else if !c.SandboxCIDR6.IsValid() {
+		c.SandboxCIDR6 = DefaultSandboxCIDR6
+	}
+	if c.SandboxCIDR6.IsValid() && (!c.SandboxCIDR6.Addr().Is6() || c.SandboxCIDR6.Addr().Is4In6() || c.SandboxCIDR6.Bits() != 48) {
+		return fmt.Errorf("sandbox IPv6 CIDR %s: need an IPv6 /48", c.SandboxCIDR6)
+	}
+	c.SandboxCIDR6 = c.SandboxCIDR6.Masked()
 	if !c.SandboxCIDR.Addr().Is4() || c.SandboxCIDR.Bits() > 28 {
 		return fmt.Errorf("sandbox CIDR %s: need an IPv4 prefix of /28 or larger", c.SandboxCIDR)
 	}

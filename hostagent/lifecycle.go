@@ -165,6 +165,12 @@ func (a *Agent) adoptOne(rec sandboxRecord) (*sandbox, error) {
 		s.net.NS.Close()
 		return nil, err
 	}
+	// Gives a guard taken over from the earlier agent this agent's program.
+	if err := a.guardVeth(s); err != nil {
+		s.net.NS.Close()
+		a.pool.release(s.block)
+		return nil, err
+	}
 	a.sandboxes.add(s)
 	a.watchers.Add(1)
 	go func() {

@@ -117,6 +117,13 @@ func (a *Agent) registerMetrics() {
 			}
 			return a.capture.Counters()
 		})
+	m.LabeledCounters("bpf", "guard_events_total", "Verdicts of the veth guard on the host end of every sandbox veth, by reason.",
+		"reason", prometheus.Labels{"mode": "veth_guard"}, func() (map[string]uint64, error) {
+			if a.guard == nil {
+				return nil, errors.New("guard not loaded")
+			}
+			return a.guard.Counters()
+		})
 }
 
 // startMetrics serves the metrics and profiler on the configured host

@@ -321,6 +321,9 @@ func (a *Agent) createSandbox(p *sandboxPlan, persistent bool) (s *sandbox, err 
 	if s.net, err = netns.Create(a.netConfig(s)); err != nil {
 		return nil, err
 	}
+	if err := a.guardVeth(s); err != nil {
+		return nil, err
+	}
 	if err := a.saveRecord(s); err != nil {
 		return nil, err
 	}
@@ -366,6 +369,11 @@ func (a *Agent) teardownOnce(s *sandbox) {
 		}
 	}
 	if s.net != nil {
+		if idx, err := s.net.HostIndex(); err == nil && a.guard != nil {
+			if err := a.guard.Detach(idx); err != nil {
+				a.log.Warn("detach veth guard", "sandbox", s.id, "err", err)
+			}
+		}
 		if err := s.net.Close(); err != nil {
 			a.log.Error("remove sandbox network", "sandbox", s.id, "err", err)
 		}
@@ -390,4 +398,22 @@ func stdioFiles(fds []int) []*os.File {
 		out[i] = os.NewFile(uintptr(fd), names[i%3])
 	}
 	return out
+}
+
+// guardVeth attaches the veth guard to the host end of s's veth: from
+// there on only packets from s's own addresses to the agent's service
+// addresses leave it, whatever happens to the cgroup programs.
+func (a *Agent) guardVeth(s *sandbox) error {
+	idx, err := s.net.HostIndex()
+	if err != nil {
+		return err
+	}
+	v := bpf.GuardVeth{
+		Sandbox4: s.addr, Sandbox6: s.addr6,
+		Host4: a.pool.host(s.block).Addr(), Host6: a.pool.host6(s.block).Addr(),
+	}
+	if err := a.guard.Attach(idx, v); err != nil {
+		return fmt.Errorf("guard veth: %w", err)
+	}
+	return nil
 }

@@ -32,7 +32,7 @@ func main() {
 
 	var cfg hostagent.Config
 	var allowPrivate prefixList
-	var sandboxCIDR, logFormat, logLevel, apiGroup string
+	var sandboxCIDR, sandboxCIDR6, logFormat, logLevel, apiGroup string
 	flag.StringVar(&cfg.StateDir, "state-dir", "/var/lib/keygate", "directory for the vault store, master key and host CA")
 	flag.StringVar(&cfg.Socket, "socket", api.DefaultSocket, "control API unix socket")
 	flag.StringVar(&cfg.MasterKeyFile, "master-key-file", "", "master key file, created 0600 if absent (default STATE-DIR/master.key)")
@@ -40,6 +40,7 @@ func main() {
 	flag.StringVar(&cfg.UpstreamCA, "upstream-ca", "", "extra PEM CA file trusted for upstream servers")
 	flag.Var(&allowPrivate, "allow-private-upstream", "CIDR of private addresses upstream names may resolve to (repeatable)")
 	flag.StringVar(&sandboxCIDR, "sandbox-cidr", "10.233.0.0/16", "IPv4 range for sandbox addresses and the agent's service address")
+	flag.StringVar(&sandboxCIDR6, "sandbox-cidr6", hostagent.DefaultSandboxCIDR6.String(), "IPv6 /48 for sandbox addresses and the agent's IPv6 service address; \"none\" gives sandboxes no IPv6")
 	flag.StringVar(&cfg.CgroupParent, "cgroup-parent", "", "cgroup v2 directory that holds sandbox cgroups (default CGROUP2-ROOT/keygate)")
 	flag.DurationVar(&cfg.CredentialRefresh, "credential-refresh", hostagent.DefaultCredentialRefresh,
 		"how long the proxy serves a credential from memory before re-reading the store")
@@ -66,6 +67,11 @@ func main() {
 	cfg.AllowPrivate = allowPrivate
 	if cfg.SandboxCIDR, err = netip.ParsePrefix(sandboxCIDR); err != nil {
 		fatal(fmt.Errorf("--sandbox-cidr: %w", err))
+	}
+	if sandboxCIDR6 == "none" {
+		cfg.NoIPv6 = true
+	} else if cfg.SandboxCIDR6, err = netip.ParsePrefix(sandboxCIDR6); err != nil {
+		fatal(fmt.Errorf("--sandbox-cidr6: %w", err))
 	}
 
 	if apiGroup != "" {

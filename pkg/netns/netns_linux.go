@@ -62,6 +62,15 @@ type Net struct {
 // Path returns the file the namespace is pinned on, or "".
 func (n *Net) Path() string { return n.cfg.Pin }
 
+// HostIndex returns the interface index of the veth's host end.
+func (n *Net) HostIndex() (int, error) {
+	link, err := netlink.LinkByName(n.cfg.HostLink)
+	if err != nil {
+		return 0, fmt.Errorf("find %s: %w", n.cfg.HostLink, err)
+	}
+	return link.Attrs().Index, nil
+}
+
 // Open returns the Net of an existing sandbox whose namespace was pinned
 // at cfg.Pin by Create; its host link must still exist.
 func Open(cfg Config) (*Net, error) {

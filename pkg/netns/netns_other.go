@@ -41,3 +41,6 @@ func Remove(Config) error { return ErrNotSupported }
 
 // Path returns "".
 func (*Net) Path() string { return "" }
+
+// HostIndex reports ErrNotSupported.
+func (*Net) HostIndex() (int, error) { return 0, ErrNotSupported }

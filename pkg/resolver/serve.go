@@ -11,9 +11,11 @@ import (
 )
 
 // Serve answers queries arriving on udp and tcp, sockets the caller has
-// already bound, until Shutdown. Either may be nil, not both. Serve returns
-// nil after Shutdown, ErrClosed if called after Shutdown, and otherwise the
-// first error of either server, having stopped the other.
+// already bound, until Shutdown. Either may be nil, not both. It may be
+// called more than once, concurrently, to serve several address families
+// or addresses with one cache and pin table. Serve returns nil after
+// Shutdown, ErrClosed if called after Shutdown, and otherwise the first
+// error of either of its servers, having stopped the other.
 func (r *Resolver) Serve(udp net.PacketConn, tcp net.Listener) error {
 	var servers []*server
 	if udp != nil {
@@ -27,15 +29,11 @@ func (r *Resolver) Serve(udp net.PacketConn, tcp net.Listener) error {
 	}
 
 	r.mu.Lock()
-	switch {
-	case r.closed:
+	if r.closed {
 		r.mu.Unlock()
 		return ErrClosed
-	case r.servers != nil:
-		r.mu.Unlock()
-		return errors.New("serve dns: already serving")
 	}
-	r.servers = servers
+	r.servers = append(r.servers, servers...)
 	r.mu.Unlock()
 
 	errc := make(chan error, len(servers))
