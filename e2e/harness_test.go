@@ -120,6 +120,7 @@ func startAgent(t *testing.T, w *testworld.World, flags ...string) *agent {
 		"--allow-private-upstream", worldPrefix.String(),
 		"--allow-private-upstream", testworld.DefaultPrefix6.String(),
 		"--sandbox-cidr", "10.235.0.0/16",
+		"--sandbox-cidr6", "fd6b:6761:7435::/48",
 		"--cgroup-parent", a.cgroup,
 		"--log-level", "debug",
 	}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netlink"
 )
 
@@ -218,5 +219,41 @@ func assertNoSandboxes(t *testing.T, a *agent) {
 	}
 	if out := a.mustKG("", "sandbox", "list", "--json"); strings.TrimSpace(out) != "[]" {
 		t.Errorf("sandbox list after removal: %s", out)
+	}
+	var st struct {
+		AddressLeases int `json:"address_leases"`
+	}
+	jsonInto(t, a.mustKG("", "status", "--json"), &st)
+	if st.AddressLeases != 0 {
+		t.Errorf("%d address leases left", st.AddressLeases)
+	}
+	// Pinned objects: the cgroup programs' maps and links stay while the
+	// agent runs; no guard link of a removed veth, no map entry of a
+	// removed sandbox's sockets.
+	pins := filepath.Join("/sys/fs/bpf/keygate", filepath.Base(a.cgroup))
+	entries, err := os.ReadDir(pins)
+	if err != nil {
+		t.Fatalf("pin dir: %v", err)
+	}
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), "guard-kg-") {
+			t.Errorf("guard pin %s left behind", e.Name())
+		}
+	}
+	for _, name := range []string{"sock_dst", "conn_dst", "guard_veths"} {
+		m, err := ebpf.LoadPinnedMap(filepath.Join(pins, name), nil)
+		if err != nil {
+			t.Errorf("open pinned %s: %v", name, err)
+			continue
+		}
+		n := 0
+		var k, v []byte
+		for it := m.Iterate(); it.Next(&k, &v); {
+			n++
+		}
+		m.Close()
+		if n != 0 {
+			t.Errorf("%d entries left in %s", n, name)
+		}
 	}
 }

@@ -77,6 +77,13 @@ func (p *addrPool) lease() (int, error) {
 	return 0, errPoolExhausted
 }
 
+// leases returns how many blocks are leased.
+func (p *addrPool) leases() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.leased)
+}
+
 func (p *addrPool) release(i int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()

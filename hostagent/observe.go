@@ -152,7 +152,8 @@ func (a *Agent) handleStatus(w http.ResponseWriter, r *http.Request) {
 	st := api.Status{
 		Version: a.cfg.Version, Store: a.store.Engine(), Started: a.started,
 		UptimeSeconds: int64(time.Since(a.started).Seconds()), Sandboxes: len(a.sandboxes.list()),
-		Denials: total, RecentDenials: recent, MetricsAddr: a.cfg.MetricsAddr,
+		AddressLeases: a.pool.leases(),
+		Denials:       total, RecentDenials: recent, MetricsAddr: a.cfg.MetricsAddr,
 	}
 	respond(w, http.StatusOK, st, nil)
 }

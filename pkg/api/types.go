@@ -129,7 +129,8 @@ type Status struct {
 	Started       time.Time `json:"started"`
 	UptimeSeconds int64     `json:"uptime_seconds"`
 	Sandboxes     int       `json:"sandboxes"`
-	Denials       uint64    `json:"denials"` // since start
+	AddressLeases int       `json:"address_leases"` // sandbox address blocks in use
+	Denials       uint64    `json:"denials"`        // since start
 	RecentDenials []Denial  `json:"recent_denials"`
 	MetricsAddr   string    `json:"metrics_addr,omitempty"`
 }
