@@ -13,7 +13,16 @@ if [ "$(id -u)" != 0 ]; then
 fi
 export DEBIAN_FRONTEND=noninteractive
 
-pkgs=(clang llvm libbpf-dev bpftool make git curl ca-certificates iproute2 dnsutils)
+# The BPF toolchain and the host tools keygate uses (nsenter is in
+# util-linux, always present); then the clients the end-to-end tests run
+# inside sandboxes, unchanged: curl, Python requests, Node.js fetch, gh,
+# git and (below, from npm) sentry-cli.
+pkgs=(clang llvm libbpf-dev bpftool make git curl ca-certificates iproute2 dnsutils
+	python3 python3-requests gh)
+# Node.js may come from elsewhere (NodeSource ships npm inside its nodejs);
+# Debian's packages only when there is none.
+command -v node >/dev/null || pkgs+=(nodejs)
+command -v npm >/dev/null || pkgs+=(npm)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -22,6 +31,14 @@ if [ ${#missing[@]} -gt 0 ]; then
 	echo "install-deps: installing ${missing[*]}"
 	apt-get update -qq
 	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# sentry-cli: the npm package ships the binary for this platform.
+SENTRY_CLI_VERSION=3.8.0
+if ! command -v sentry-cli >/dev/null || ! sentry-cli --version | grep -q "$SENTRY_CLI_VERSION"; then
+	echo "install-deps: installing sentry-cli $SENTRY_CLI_VERSION from npm"
+	npm install -g --silent "@sentry/cli@$SENTRY_CLI_VERSION" >/dev/null 2>&1 ||
+		npm install -g "@sentry/cli@$SENTRY_CLI_VERSION"
 fi
 
 # go_ok succeeds when a Go of at least 1.26 is on PATH or in /usr/local/go.

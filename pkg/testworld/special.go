@@ -24,6 +24,10 @@ import (
 //	/_kg/trailer       a body followed by the trailer X-Checksum: done
 //	/_kg/ws            a WebSocket echo (any path with an Upgrade: websocket
 //	                   request is served as one)
+//	/_kg/git/REPO.git  a git smart-HTTP server that asks for Basic
+//	                   credentials (401) and then advertises one ref, so
+//	                   `git ls-remote` authenticates the way it does with a
+//	                   real forge
 const specialPrefix = "/_kg/"
 
 // serveSpecial answers r if its path is special; bodyBytes is how much
@@ -33,6 +37,10 @@ func serveSpecial(rw http.ResponseWriter, r *http.Request, bodyBytes int64) bool
 		return false
 	}
 	q := r.URL.Query()
+	if rest, ok := strings.CutPrefix(r.URL.Path, specialPrefix+"git/"); ok {
+		serveGit(rw, r, rest)
+		return true
+	}
 	switch strings.TrimPrefix(r.URL.Path, specialPrefix) {
 	case "echo":
 		rw.Header().Set("Content-Type", "application/json")
@@ -111,3 +119,27 @@ func atoi(s string, def int) int {
 	}
 	return def
 }
+
+// gitHead is the commit the fake repository's main branch points at.
+const gitHead = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
+
+// serveGit answers the ref advertisement of git's smart-HTTP protocol.
+func serveGit(rw http.ResponseWriter, r *http.Request, path string) {
+	if !strings.HasSuffix(path, "/info/refs") || r.URL.Query().Get("service") != "git-upload-pack" {
+		http.NotFound(rw, r)
+		return
+	}
+	if r.Header.Get("Authorization") == "" {
+		rw.Header().Set("WWW-Authenticate", `Basic realm="testworld git"`)
+		http.Error(rw, "authentication required", http.StatusUnauthorized)
+		return
+	}
+	rw.Header().Set("Content-Type", "application/x-git-upload-pack-advertisement")
+	rw.Header().Set("Cache-Control", "no-cache")
+	io.WriteString(rw, pktLine("# service=git-upload-pack\n")+"0000")
+	io.WriteString(rw, pktLine(gitHead+" HEAD\x00symref=HEAD:refs/heads/main agent=testworld\n"))
+	io.WriteString(rw, pktLine(gitHead+" refs/heads/main\n")+"0000")
+}
+
+// pktLine frames s as a git pkt-line: four hex digits of length, then s.
+func pktLine(s string) string { return fmt.Sprintf("%04x%s", len(s)+4, s) }
