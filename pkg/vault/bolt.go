@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -52,6 +53,9 @@ type Bolt struct {
 
 	mu sync.RWMutex // guards db; compaction closes and replaces it
 	db *bolt.DB     // nil after Close
+
+	watch watchers     // functions registered with Watch
+	rev   atomic.Int64 // Revision of the last change reported to them
 }
 
 // OpenBolt opens the embedded store at path, creating the file with mode
@@ -75,6 +79,21 @@ var _ Store = (*Bolt)(nil)
 
 // Engine names the embedded engine in status output.
 func (s *Bolt) Engine() string { return "bolt" }
+
+// Watch registers fn to be called once for every change committed through
+// s, after the commit and before the method that made the change returns,
+// from the goroutine that made it. Calls never overlap; changes made by
+// concurrent writers may reach fn in either order, each with its own
+// Revision. A Bolt file has one writer, this process, so nothing else can
+// change it behind fn's back.
+func (s *Bolt) Watch(fn func(Change)) (cancel func()) {
+	return s.watch.add(fn)
+}
+
+// changed reports a committed change to the watchers.
+func (s *Bolt) changed(kind ChangeKind, vault, cred string) {
+	s.watch.notify(Change{Kind: kind, Vault: vault, Credential: cred, Revision: s.rev.Add(1)})
+}
 
 func (s *Bolt) open() error {
 	// A compaction cut short by a crash leaves its copy behind. The copy
@@ -186,27 +205,28 @@ func (s *Bolt) update(fn func(*bolt.Tx) error) error {
 // purge is update for changes that drop secret material. The same
 // transaction marks a purge as pending, and the file is then compacted so
 // the dropped bytes leave it; if compaction fails or the process dies first,
-// the next Open finishes it. The change itself is committed either way.
-func (s *Bolt) purge(fn func(*bolt.Tx) error) error {
+// the next Open finishes it. The change itself is committed either way:
+// committed reports whether it was, whatever err says.
+func (s *Bolt) purge(fn func(*bolt.Tx) error) (committed bool, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.db == nil {
-		return errClosed
+		return false, errClosed
 	}
 
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err = s.db.Update(func(tx *bolt.Tx) error {
 		if err := fn(tx); err != nil {
 			return err
 		}
 		return tx.Bucket(bucketMeta).Put(keyPurgePending, []byte{1})
 	})
 	if err != nil {
-		return err
+		return false, err
 	}
 	if err := s.compactLocked(); err != nil {
-		return fmt.Errorf("change saved, but erasing old data failed (retried on next open): %w", err)
+		return true, fmt.Errorf("change saved, but erasing old data failed (retried on next open): %w", err)
 	}
-	return nil
+	return true, nil
 }
 
 // now returns the current time in UTC without its monotonic reading, so a

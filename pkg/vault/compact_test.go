@@ -88,19 +88,6 @@ func TestPurgeLeavesNoSealedBytes(t *testing.T) {
 	}
 }
 
-func TestArchiveThenSecret(t *testing.T) {
-	s, _, _ := openTestStore(t)
-	mustAdd(t, s, testCredential("prod", "openai", "OPENAI_API_KEY"), secretA)
-	if err := s.ArchiveVault("prod"); err != nil {
-		t.Fatal(err)
-	}
-	got, _, err := s.Secret("prod", "openai")
-	checkNoLeak(t, err)
-	if err == nil || got.Len() != 0 || err.Error() != `vault "prod": vault archived` {
-		t.Fatalf("Secret after archive: %d bytes, error %v", got.Len(), err)
-	}
-}
-
 // TestOpenFinishesPendingPurge simulates a crash between a purge's commit
 // and its compaction: the next Open must compact before returning.
 func TestOpenFinishesPendingPurge(t *testing.T) {

@@ -24,7 +24,7 @@ func (s *Bolt) AddCredential(c Credential, secret []byte) error {
 	c.Created = now()
 	c.Updated = c.Created
 
-	return s.update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		if err := activeVault(tx, c.Vault); err != nil {
 			return err
 		}
@@ -33,6 +33,11 @@ func (s *Bolt) AddCredential(c Credential, secret []byte) error {
 		}
 		return s.putCredential(tx, c, secret)
 	})
+	if err != nil {
+		return err
+	}
+	s.changed(ChangeAdd, c.Vault, c.Name)
+	return nil
 }
 
 // checkAdd enforces the per-vault rules for a new credential: unique name,
@@ -73,7 +78,7 @@ func (s *Bolt) RotateCredential(vault, name string, secret []byte) (Credential, 
 	}
 
 	var c Credential
-	err := s.purge(func(tx *bolt.Tx) error {
+	committed, err := s.purge(func(tx *bolt.Tx) error {
 		if err := activeVault(tx, vault); err != nil {
 			return err
 		}
@@ -85,6 +90,9 @@ func (s *Bolt) RotateCredential(vault, name string, secret []byte) (Credential, 
 		c.Updated = now()
 		return s.putCredential(tx, c, secret)
 	})
+	if committed {
+		s.changed(ChangeRotate, vault, name)
+	}
 	if err != nil {
 		return Credential{}, err
 	}
@@ -94,7 +102,7 @@ func (s *Bolt) RotateCredential(vault, name string, secret []byte) (Credential, 
 // RemoveCredential deletes a credential, metadata and secret, erasing the
 // secret from the file. Archived vaults accept no changes (ErrArchived).
 func (s *Bolt) RemoveCredential(vault, name string) error {
-	return s.purge(func(tx *bolt.Tx) error {
+	committed, err := s.purge(func(tx *bolt.Tx) error {
 		if err := activeVault(tx, vault); err != nil {
 			return err
 		}
@@ -109,6 +117,10 @@ func (s *Bolt) RemoveCredential(vault, name string) error {
 		}
 		return nil
 	})
+	if committed {
+		s.changed(ChangeRemove, vault, name)
+	}
+	return err
 }
 
 // Credentials lists a vault's credentials sorted by name. For an archived

@@ -15,7 +15,7 @@ func (s *Bolt) CreateVault(name string) error {
 	if err := ValidateName(name); err != nil {
 		return fmt.Errorf("vault %w", err)
 	}
-	return s.update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		vaults := tx.Bucket(bucketVaults)
 		if vaults.Get([]byte(name)) != nil {
 			return vaultError(name, ErrExists)
@@ -31,6 +31,11 @@ func (s *Bolt) CreateVault(name string) error {
 		}
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	s.changed(ChangeCreate, name, "")
+	return nil
 }
 
 // Vaults lists every vault, archived ones included, sorted by name.
@@ -68,7 +73,7 @@ func (s *Bolt) Vault(name string) (Info, error) {
 // are erased from the file, while its name and credential metadata remain
 // for listing and audit. The error wraps ErrArchived if it already is.
 func (s *Bolt) ArchiveVault(name string) error {
-	return s.purge(func(tx *bolt.Tx) error {
+	committed, err := s.purge(func(tx *bolt.Tx) error {
 		rec, err := getVault(tx, name)
 		if err != nil {
 			return err
@@ -91,6 +96,10 @@ func (s *Bolt) ArchiveVault(name string) error {
 		}
 		return nil
 	})
+	if committed {
+		s.changed(ChangeArchive, name, "")
+	}
+	return err
 }
 
 // vaultInfo builds an Info from a vault's stored record.

@@ -7,8 +7,9 @@ package vault
 //
 // Every method is safe for concurrent use. Errors wrap the sentinels of this
 // package (ErrNotFound, ErrExists, ErrArchived, ErrLimit, ErrInvalid,
-// ErrDecrypt) so callers can map them to outcomes with errors.Is. No method
-// returns a secret except Secret, and no error ever contains one.
+// ErrDecrypt, ErrUnavailable) so callers can map them to outcomes with
+// errors.Is. No method returns a secret except Secret, and no error ever
+// contains one.
 type Store interface {
 	// CreateVault creates an empty vault; ErrExists if the name is taken,
 	// also by an archived vault.
@@ -35,6 +36,14 @@ type Store interface {
 	Credential(vault, name string) (Credential, error)
 	// Secret decrypts the current secret of a credential of a live vault.
 	Secret(vault, name string) (Secret, Credential, error)
+
+	// Watch registers fn to be called with every change the store commits
+	// or learns of: its own writes and, for a shared engine, those of other
+	// hosts, so a cache of secrets can drop an entry the moment it goes
+	// stale. For a change made through this Store, fn has been called by the
+	// time the method that made it returns. Calls never overlap and must
+	// not block; fn may read the store. cancel stops further calls.
+	Watch(fn func(Change)) (cancel func())
 
 	// Engine names the engine ("bolt", "etcd") for status output.
 	Engine() string

@@ -43,6 +43,10 @@ var (
 	// ErrDecrypt means stored material failed authentication: the master key
 	// is not the one the store was created with, or the data was altered.
 	ErrDecrypt = errors.New("decryption failed")
+	// ErrUnavailable means a shared store could not be reached: for longer
+	// than its grace period, so it no longer vouches for the secrets it
+	// holds (Etcd.Secret), or for a change that needs it.
+	ErrUnavailable = errors.New("store unreachable for longer than the grace period")
 )
 
 // Credential is a credential's metadata; it never holds the secret.
