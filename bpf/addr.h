@@ -75,4 +75,16 @@ static __always_inline int ip6_is_link_mcast(const volatile __u32 *a)
 	return (bpf_ntohl(a[0]) >> 16) == 0xff02;
 }
 
+// ip6_is_multicast reports whether a is in ff00::/8.
+static __always_inline int ip6_is_multicast(const volatile __u32 *a)
+{
+	return (bpf_ntohl(a[0]) >> 24) == 0xff;
+}
+
+// ip4_is_multicast reports whether ip4 is in 224.0.0.0/4.
+static __always_inline int ip4_is_multicast(__u32 ip4)
+{
+	return (bpf_ntohl(ip4) >> 28) == 0xe;
+}
+
 #endif // KEYGATE_ADDR_H

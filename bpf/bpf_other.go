@@ -45,6 +45,12 @@ func (*Guard) Detach(int) error { return ErrNotSupported }
 // Counters reports ErrNotSupported.
 func (*Guard) Counters() (map[string]uint64, error) { return nil, ErrNotSupported }
 
+// SetSteerSockets reports ErrNotSupported.
+func (*Guard) SetSteerSockets(SteerSockets) error { return ErrNotSupported }
+
+// SteerCounters reports ErrNotSupported.
+func (*Guard) SteerCounters() (map[string]uint64, error) { return nil, ErrNotSupported }
+
 // Unpin reports ErrNotSupported.
 func (*Guard) Unpin() error { return ErrNotSupported }
 

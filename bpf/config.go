@@ -3,6 +3,7 @@ package bpf
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 )
 
@@ -124,9 +125,24 @@ type GuardVeth struct {
 	// is the sandbox's IPv6 gateway). Zero: none.
 	Host4 netip.Addr
 	Host6 netip.Addr
+
+	// Mode is how the sandbox's traffic is captured. Zero is
+	// CaptureCgroup: the veth is only guarded. CaptureTC also attaches
+	// the steering program, which hands the sandbox's TCP and DNS to the
+	// sockets set with Guard.SetSteerSockets.
+	Mode CaptureMode
 }
 
 func (v GuardVeth) validate() error {
+	switch v.Mode {
+	case CaptureCgroup:
+	case CaptureTC:
+		if !v.Sandbox4.IsValid() && !v.Sandbox6.IsValid() {
+			return errors.New("tc capture needs a sandbox address")
+		}
+	default:
+		return fmt.Errorf("capture mode %d: unknown", v.Mode)
+	}
 	for _, a := range []netip.Addr{v.Sandbox4, v.Host4} {
 		if a.IsValid() && (!a.Is4() || a.IsUnspecified()) {
 			return fmt.Errorf("%s: not a usable IPv4 address", a)
@@ -138,4 +154,55 @@ func (v GuardVeth) validate() error {
 		}
 	}
 	return nil
+}
+
+// CaptureMode says how a sandbox's traffic reaches the agent.
+type CaptureMode uint8
+
+const (
+	// CaptureCgroup captures at the sockets, with the cgroup programs of
+	// LoadCgroup: native processes, runsc with --network=host.
+	CaptureCgroup CaptureMode = iota
+
+	// CaptureTC captures at the host end of the veth, for sandboxes whose
+	// sockets the host kernel does not see (runsc's netstack, a VM): the
+	// steering program assigns the sandbox's TCP and DNS packets to the
+	// agent's transparent sockets, and the original destination is the
+	// accepted socket's local address.
+	CaptureTC
+)
+
+func (m CaptureMode) String() string {
+	switch m {
+	case CaptureCgroup:
+		return "cgroup"
+	case CaptureTC:
+		return "tc"
+	}
+	return fmt.Sprintf("CaptureMode(%d)", uint8(m))
+}
+
+// SteerMark is the firewall mark the steering program puts on the packets
+// it assigns to a socket. Policy routing must deliver packets with this
+// mark locally whatever their destination (tproxy.Install(SteerMark,
+// table)); without it the stack drops them. The value spells "KG".
+const SteerMark = 0x4b47
+
+// SteerTable is a routing table number for that policy routing: the same
+// as SteerMark, for recognisability. An agent that shares its host with
+// another should pick a table of its own (see tproxy.Install).
+const SteerTable = 0x4b47
+
+// SteerSockets are the agent's sockets that the tc capture mode hands
+// sandbox traffic to. Each must be transparent (IP_TRANSPARENT or
+// IPV6_TRANSPARENT, as pkg/tproxy makes them) so that it can answer from
+// the address the sandbox dialled, and of the family its name says: a
+// listener for the TCP ones, a bound UDP socket for the UDP ones. A nil
+// socket leaves its slot empty, and the steering program drops what would
+// go there (steer_no_listener). The kernel empties a slot when its socket
+// closes.
+type SteerSockets struct {
+	Proxy4, Proxy6   *net.TCPListener // the proxy, for TCP to any port but 53
+	DNSTCP4, DNSTCP6 *net.TCPListener // the resolver, for TCP to port 53
+	DNSUDP4, DNSUDP6 *net.UDPConn     // the resolver, for UDP to port 53
 }

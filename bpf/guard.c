@@ -18,8 +18,9 @@
 //
 // Everything else is dropped and counted by reason. The guard passes with
 // TCX_NEXT rather than TCX_PASS, so a program attached after it still has a
-// say, and a program that must act first (a steering program for the tc
-// capture mode) attaches before it.
+// say, and a program that must act first attaches before it: the steering
+// program of the tc capture mode (steer.h, included at the end so that it
+// loads with the guard and shares its maps).
 
 #include <linux/bpf.h>
 #include <linux/in.h>
@@ -40,6 +41,7 @@ char __license[] SEC("license") = "Dual MIT/GPL";
 // tcx verdicts (enum tcx_action_base, Linux 6.6); Debian's 6.1 UAPI headers
 // lack them.
 #define TCX_NEXT -1
+#define TCX_PASS 0
 #define TCX_DROP 2
 
 #define ARPHRD_ETHER 1
@@ -65,6 +67,10 @@ volatile const __u8 have_service6 = 0;
 #define VETH_SANDBOX6 (1 << 1)
 #define VETH_HOST4 (1 << 2)
 #define VETH_HOST6 (1 << 3)
+// The veth's sandbox is captured in tc mode: kg_steer_ingress (steer.h)
+// steers its TCP and DNS to the agent. Without it the steering program
+// leaves every packet to the guard.
+#define VETH_TC (1 << 4)
 
 // veth_cfg describes one guarded veth: the only source addresses its
 // sandbox may use and the host end's own addresses. Network byte order.
@@ -278,3 +284,6 @@ int kg_guard_ingress(struct __sk_buff *skb)
 	}
 	return drop(REASON_DROP_OTHER_ETHERTYPE);
 }
+
+// The tc capture mode's steering program shares this file's maps.
+#include "steer.h"

@@ -30,6 +30,43 @@ const (
 	guardReasonREASON_MAX                  guardReason = 11
 )
 
+type guardSteerReason uint32
+
+const (
+	guardSteerReasonSTEER_TCP_NEW             guardSteerReason = 0
+	guardSteerReasonSTEER_TCP_ESTABLISHED     guardSteerReason = 1
+	guardSteerReasonSTEER_TCP_NO_FLOW         guardSteerReason = 2
+	guardSteerReasonSTEER_DNS_UDP             guardSteerReason = 3
+	guardSteerReasonSTEER_DNS_TCP             guardSteerReason = 4
+	guardSteerReasonSTEER_NEXT_CGROUP_MODE    guardSteerReason = 5
+	guardSteerReasonSTEER_NEXT_NOT_IP         guardSteerReason = 6
+	guardSteerReasonSTEER_NEXT_FOREIGN_SOURCE guardSteerReason = 7
+	guardSteerReasonSTEER_NEXT_SERVICE        guardSteerReason = 8
+	guardSteerReasonSTEER_NEXT_HOST           guardSteerReason = 9
+	guardSteerReasonSTEER_NO_LISTENER         guardSteerReason = 10
+	guardSteerReasonSTEER_ASSIGN_FAILED       guardSteerReason = 11
+	guardSteerReasonSTEER_DROP_UDP            guardSteerReason = 12
+	guardSteerReasonSTEER_DROP_ICMP           guardSteerReason = 13
+	guardSteerReasonSTEER_DROP_OTHER          guardSteerReason = 14
+	guardSteerReasonSTEER_DROP_FRAGMENT       guardSteerReason = 15
+	guardSteerReasonSTEER_DROP_IPV6EXT        guardSteerReason = 16
+	guardSteerReasonSTEER_DROP_MULTICAST      guardSteerReason = 17
+	guardSteerReasonSTEER_DROP_MALFORMED      guardSteerReason = 18
+	guardSteerReasonSTEER_REASON_MAX          guardSteerReason = 19
+)
+
+type guardSteerSocket uint32
+
+const (
+	guardSteerSocketSOCK_PROXY4   guardSteerSocket = 0
+	guardSteerSocketSOCK_PROXY6   guardSteerSocket = 1
+	guardSteerSocketSOCK_DNS_TCP4 guardSteerSocket = 2
+	guardSteerSocketSOCK_DNS_TCP6 guardSteerSocket = 3
+	guardSteerSocketSOCK_DNS_UDP4 guardSteerSocket = 4
+	guardSteerSocketSOCK_DNS_UDP6 guardSteerSocket = 5
+	guardSteerSocketSOCK_MAX      guardSteerSocket = 6
+)
+
 type guardVethCfg struct {
 	_          structs.HostLayout
 	SandboxIp4 uint32
@@ -45,7 +82,10 @@ type guardVethCfg struct {
 const (
 	guardMapGuardCounters   = "guard_counters"
 	guardMapGuardVeths      = "guard_veths"
+	guardMapSteerCounters   = "steer_counters"
+	guardMapSteerSockets    = "steer_sockets"
 	guardProgKgGuardIngress = "kg_guard_ingress"
+	guardProgKgSteerIngress = "kg_steer_ingress"
 	guardVarHaveService4    = "have_service4"
 	guardVarHaveService6    = "have_service6"
 	guardVarServiceIp4      = "service_ip4"
@@ -95,6 +135,7 @@ type guardSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type guardProgramSpecs struct {
 	KgGuardIngress *ebpf.ProgramSpec `ebpf:"kg_guard_ingress"`
+	KgSteerIngress *ebpf.ProgramSpec `ebpf:"kg_steer_ingress"`
 }
 
 // guardMapSpecs contains maps before they are loaded into the kernel.
@@ -103,6 +144,8 @@ type guardProgramSpecs struct {
 type guardMapSpecs struct {
 	GuardCounters *ebpf.MapSpec `ebpf:"guard_counters"`
 	GuardVeths    *ebpf.MapSpec `ebpf:"guard_veths"`
+	SteerCounters *ebpf.MapSpec `ebpf:"steer_counters"`
+	SteerSockets  *ebpf.MapSpec `ebpf:"steer_sockets"`
 }
 
 // guardVariableSpecs contains global variables before they are loaded into the kernel.
@@ -137,12 +180,16 @@ func (o *guardObjects) Close() error {
 type guardMaps struct {
 	GuardCounters *ebpf.Map `ebpf:"guard_counters"`
 	GuardVeths    *ebpf.Map `ebpf:"guard_veths"`
+	SteerCounters *ebpf.Map `ebpf:"steer_counters"`
+	SteerSockets  *ebpf.Map `ebpf:"steer_sockets"`
 }
 
 func (m *guardMaps) Close() error {
 	return _GuardClose(
 		m.GuardCounters,
 		m.GuardVeths,
+		m.SteerCounters,
+		m.SteerSockets,
 	)
 }
 
@@ -161,11 +208,13 @@ type guardVariables struct {
 // It can be passed to loadGuardObjects or ebpf.CollectionSpec.LoadAndAssign.
 type guardPrograms struct {
 	KgGuardIngress *ebpf.Program `ebpf:"kg_guard_ingress"`
+	KgSteerIngress *ebpf.Program `ebpf:"kg_steer_ingress"`
 }
 
 func (p *guardPrograms) Close() error {
 	return _GuardClose(
 		p.KgGuardIngress,
+		p.KgSteerIngress,
 	)
 }
 

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 
 	"github.com/cilium/ebpf"
@@ -21,15 +22,17 @@ const guardPinPrefix = "guard-"
 //
 // The guard attaches at the tail of each veth's tcx ingress chain and
 // passes with TCX_NEXT, so a program that must act on a sandbox's packets
-// first (such as a tc capture mode's steering program) attaches before it
-// and ends the chain for what it handles.
+// first attaches before it and ends the chain for what it handles. The
+// steering program of the tc capture mode, loaded with the guard, is such
+// a program: see GuardVeth.Mode and SetSteerSockets.
 type Guard struct {
 	spec   *ebpf.CollectionSpec // what was loaded; names the pinned maps
 	objs   guardObjects
 	pinDir string // GuardConfig.PinDir
 
-	mu    sync.Mutex
-	links map[int]link.Link // by host-end ifindex; guarded by mu
+	mu     sync.Mutex
+	links  map[int]link.Link // guards by host-end ifindex; guarded by mu
+	steers map[int]link.Link // steering programs, likewise; guarded by mu
 }
 
 // LoadGuard loads the veth guard program, with cfg's service addresses
@@ -66,7 +69,10 @@ func LoadGuard(cfg GuardConfig) (*Guard, error) {
 		unpinNone(spec)
 	}
 
-	g := &Guard{spec: spec, pinDir: cfg.PinDir, links: make(map[int]link.Link)}
+	g := &Guard{
+		spec: spec, pinDir: cfg.PinDir,
+		links: make(map[int]link.Link), steers: make(map[int]link.Link),
+	}
 	if err := spec.LoadAndAssign(&g.objs, &opts); err != nil {
 		var verr *ebpf.VerifierError
 		if errors.As(err, &verr) {
@@ -101,29 +107,25 @@ func setGuardConsts(spec *ebpf.CollectionSpec, cfg GuardConfig) error {
 	return nil
 }
 
-// adoptPinned takes over the guard links pinned in PinDir, removes those
-// whose veth was deleted, and forgets the configuration of every veth left
-// without a guard.
+// adoptPinned takes over the guard and steering links pinned in PinDir,
+// removes those whose veth was deleted, and forgets the configuration of
+// every veth left without a guard.
 func (g *Guard) adoptPinned() error {
-	pins, err := filepath.Glob(filepath.Join(g.pinDir, guardPinPrefix+"*"))
-	if err != nil {
+	if err := g.adoptLinks(guardPinPrefix, g.links); err != nil {
 		return err
 	}
-	for _, pin := range pins {
-		l, err := link.LoadPinnedLink(pin, nil)
-		if err != nil {
-			return fmt.Errorf("take over guard: %w", err)
-		}
-		ifindex := tcxIfindex(l)
-		if _, dup := g.links[ifindex]; ifindex == 0 || dup {
-			// The veth is gone (the kernel keeps its link, defunct), or
-			// its name changed and it got a second pin.
+	if err := g.adoptLinks(steerPinPrefix, g.steers); err != nil {
+		return err
+	}
+	// A steering program with no guard after it would let through what it
+	// leaves to the guard.
+	for ifindex, l := range g.steers {
+		if _, ok := g.links[ifindex]; !ok {
 			if err := destroyLink(l); err != nil {
-				return fmt.Errorf("remove defunct guard %s: %w", pin, err)
+				return fmt.Errorf("remove unguarded steering program: %w", err)
 			}
-			continue
+			delete(g.steers, ifindex)
 		}
-		g.links[ifindex] = l
 	}
 
 	var stale []uint32
@@ -146,6 +148,32 @@ func (g *Guard) adoptPinned() error {
 	return nil
 }
 
+// adoptLinks takes over the links pinned in PinDir whose names start with
+// prefix, into links by interface, and removes those whose veth is gone.
+func (g *Guard) adoptLinks(prefix string, links map[int]link.Link) error {
+	pins, err := filepath.Glob(filepath.Join(g.pinDir, prefix+"*"))
+	if err != nil {
+		return err
+	}
+	for _, pin := range pins {
+		l, err := link.LoadPinnedLink(pin, nil)
+		if err != nil {
+			return fmt.Errorf("take over %s: %w", pin, err)
+		}
+		ifindex := tcxIfindex(l)
+		if _, dup := links[ifindex]; ifindex == 0 || dup {
+			// The veth is gone (the kernel keeps its link, defunct), or
+			// its name changed and it got a second pin.
+			if err := destroyLink(l); err != nil {
+				return fmt.Errorf("remove defunct link %s: %w", pin, err)
+			}
+			continue
+		}
+		links[ifindex] = l
+	}
+	return nil
+}
+
 // tcxIfindex returns the interface l is attached to, or 0 if it is not a
 // tcx link or its interface is gone.
 func tcxIfindex(l link.Link) int {
@@ -157,10 +185,15 @@ func tcxIfindex(l link.Link) int {
 }
 
 // Attach guards the host end of a sandbox's veth, the interface ifindex
-// in the caller's network namespace, with v's addresses. Attaching again
-// to the same interface updates its addresses and, for a link taken over
-// from an earlier agent, its program. With a PinDir the link is pinned as
-// guard-<interface name>.
+// in the caller's network namespace, with v's addresses, and in
+// CaptureTC mode also attaches the steering program in front of the guard.
+// Attaching again to the same interface updates its addresses and mode
+// and, for links taken over from an earlier agent, their programs. With a
+// PinDir the links are pinned as guard-<interface name> and
+// steer-<interface name>.
+//
+// If the steering program cannot be attached, the guard stays: the
+// sandbox then reaches nothing but the service address.
 func (g *Guard) Attach(ifindex int, v GuardVeth) error {
 	if ifindex <= 0 {
 		return fmt.Errorf("guard interface %d: bad index", ifindex)
@@ -172,10 +205,24 @@ func (g *Guard) Attach(ifindex int, v GuardVeth) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 
-	// Configure first: until then, the program drops what it sees here.
+	// Configure first: until then, the programs drop what they see here.
+	// Leaving tc mode, the steering program passes everything on from
+	// here on, before it goes.
 	if err := g.configure(ifindex, v); err != nil {
 		return err
 	}
+	if err := g.guardLocked(ifindex); err != nil {
+		g.objs.GuardVeths.Delete(uint32(ifindex))
+		return err
+	}
+	if v.Mode == CaptureTC {
+		return g.steerLocked(ifindex)
+	}
+	return g.unsteerLocked(ifindex)
+}
+
+// guardLocked makes sure the current guard program is attached to ifindex.
+func (g *Guard) guardLocked(ifindex int) error {
 	if l, ok := g.links[ifindex]; ok {
 		if tcxIfindex(l) == ifindex {
 			if err := l.Update(g.objs.KgGuardIngress); err != nil {
@@ -189,9 +236,10 @@ func (g *Guard) Attach(ifindex int, v GuardVeth) error {
 		delete(g.links, ifindex)
 	}
 
-	l, err := g.attachLocked(ifindex)
+	l, err := g.attachLocked(ifindex, guardPinPrefix, g.links, link.TCXOptions{
+		Program: g.objs.KgGuardIngress,
+	})
 	if err != nil {
-		g.objs.GuardVeths.Delete(uint32(ifindex))
 		return err
 	}
 	g.links[ifindex] = l
@@ -217,6 +265,9 @@ func (g *Guard) configure(ifindex int, v GuardVeth) error {
 		cfg.HostIp6 = ip6Words(v.Host6)
 		cfg.Flags |= vethHost6
 	}
+	if v.Mode == CaptureTC {
+		cfg.Flags |= vethTC
+	}
 	if err := g.objs.GuardVeths.Update(uint32(ifindex), &cfg, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("configure guard on interface %d: %w", ifindex, err)
 	}
@@ -229,42 +280,46 @@ const (
 	vethSandbox6
 	vethHost4
 	vethHost6
+	vethTC
 )
 
-// attachLocked attaches the guard to ifindex and pins the link.
-func (g *Guard) attachLocked(ifindex int) (link.Link, error) {
+// attachLocked attaches opts.Program to the tcx ingress of ifindex and,
+// with a PinDir, pins the link as prefix<interface name>, replacing a pin
+// of that name left in links or by an earlier agent.
+func (g *Guard) attachLocked(ifindex int, prefix string, links map[int]link.Link,
+	opts link.TCXOptions) (link.Link, error) {
 	var pin string
 	if g.pinDir != "" {
 		iface, err := net.InterfaceByIndex(ifindex)
 		if err != nil {
-			return nil, fmt.Errorf("guard interface %d: %w", ifindex, err)
+			return nil, fmt.Errorf("interface %d: %w", ifindex, err)
 		}
-		pin = filepath.Join(g.pinDir, guardPinPrefix+iface.Name)
+		pin = filepath.Join(g.pinDir, prefix+iface.Name)
 		// Left by a veth of the same name that was deleted unguarded.
-		if err := g.removePinLocked(pin); err != nil {
+		if err := removePinLocked(pin, links); err != nil {
 			return nil, err
 		}
 	}
 
-	l, err := link.AttachTCX(link.TCXOptions{
-		Interface: ifindex,
-		Program:   g.objs.KgGuardIngress,
-		Attach:    ebpf.AttachTCXIngress,
-	})
+	what := strings.TrimSuffix(prefix, "-")
+	opts.Interface = ifindex
+	opts.Attach = ebpf.AttachTCXIngress
+	l, err := link.AttachTCX(opts)
 	if err != nil {
-		return nil, fmt.Errorf("attach guard to interface %d: %w", ifindex, kernelErr(err))
+		return nil, fmt.Errorf("attach %s to interface %d: %w", what, ifindex, kernelErr(err))
 	}
 	if pin != "" {
 		if err := l.Pin(pin); err != nil {
 			l.Close()
-			return nil, fmt.Errorf("pin guard of interface %d: %w", ifindex, kernelErr(err))
+			return nil, fmt.Errorf("pin %s of interface %d: %w", what, ifindex, kernelErr(err))
 		}
 	}
 	return l, nil
 }
 
-// removePinLocked destroys the guard link pinned at pin, if any.
-func (g *Guard) removePinLocked(pin string) error {
+// removePinLocked destroys the link pinned at pin, if any, and forgets it
+// if it is one of links.
+func removePinLocked(pin string, links map[int]link.Link) error {
 	old, err := link.LoadPinnedLink(pin, nil)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -272,22 +327,24 @@ func (g *Guard) removePinLocked(pin string) error {
 	if err != nil {
 		return err
 	}
-	if mine, ok := g.links[tcxIfindex(old)]; ok {
+	if mine, ok := links[tcxIfindex(old)]; ok {
 		destroyLink(mine)
-		delete(g.links, tcxIfindex(old))
+		delete(links, tcxIfindex(old))
 	}
 	return destroyLink(old)
 }
 
-// Detach removes the guard from the interface ifindex, unpins its link and
-// forgets the veth's addresses. Detaching an interface that has no guard
-// is not an error. The guard goes away with the interface anyway; Detach
-// cleans up after it.
+// Detach removes the guard and any steering program from the interface
+// ifindex, unpins their links and forgets the veth's addresses. Detaching
+// an interface that has no guard is not an error. The programs go away
+// with the interface anyway; Detach cleans up after them.
 func (g *Guard) Detach(ifindex int) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 
-	var errs []error
+	// The steering program first: alone, it would let the guard's share
+	// through.
+	errs := []error{g.unsteerLocked(ifindex)}
 	if l, ok := g.links[ifindex]; ok {
 		errs = append(errs, destroyLink(l))
 		delete(g.links, ifindex)
@@ -312,33 +369,39 @@ func (g *Guard) Close() error {
 	defer g.mu.Unlock()
 
 	var errs []error
-	for ifindex, l := range g.links {
-		errs = append(errs, l.Close())
-		delete(g.links, ifindex)
+	for _, links := range []map[int]link.Link{g.steers, g.links} {
+		for ifindex, l := range links {
+			errs = append(errs, l.Close())
+			delete(links, ifindex)
+		}
 	}
 	errs = append(errs, g.objs.Close())
 	return errors.Join(errs...)
 }
 
-// Unpin detaches every guard, removes the pinned links and maps, and
-// removes PinDir if nothing else is left in it. Used on clean shutdown,
-// once the sandboxes are gone, before Close.
+// Unpin detaches every guard and steering program, removes the pinned
+// links and maps, and removes PinDir if nothing else is left in it. Used
+// on clean shutdown, once the sandboxes are gone, before Close.
 func (g *Guard) Unpin() error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 
 	var errs []error
-	for ifindex, l := range g.links {
-		errs = append(errs, destroyLink(l))
-		delete(g.links, ifindex)
+	for _, links := range []map[int]link.Link{g.steers, g.links} {
+		for ifindex, l := range links {
+			errs = append(errs, destroyLink(l))
+			delete(links, ifindex)
+		}
 	}
 	if g.pinDir == "" {
 		return errors.Join(errs...)
 	}
-	pins, err := filepath.Glob(filepath.Join(g.pinDir, guardPinPrefix+"*"))
-	errs = append(errs, err)
-	for _, pin := range pins {
-		errs = append(errs, g.removePinLocked(pin))
+	for _, prefix := range []string{steerPinPrefix, guardPinPrefix} {
+		pins, err := filepath.Glob(filepath.Join(g.pinDir, prefix+"*"))
+		errs = append(errs, err)
+		for _, pin := range pins {
+			errs = append(errs, removePinLocked(pin, nil))
+		}
 	}
 	errs = append(errs, unpinMaps(g.spec, g.pinDir))
 	errs = append(errs, removePinDir(g.pinDir))

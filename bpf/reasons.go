@@ -90,3 +90,60 @@ var guardReasonNames = [...]string{
 	// host's router.
 	guardReasonREASON_DROP_ND_ROUTER: "drop_nd_router",
 }
+
+// steerReasonNames names the exit reasons the steering program of the tc
+// capture mode counts, the keys of Guard.SteerCounters, indexed by enum
+// steer_reason in steer.h. Names are stable. "Given" means assigned to the
+// socket, marked SteerMark and passed to the stack (TCX_PASS); "left to
+// the guard" means passed on to the next program (TCX_NEXT).
+var steerReasonNames = [...]string{
+	// A SYN, given to the proxy's listener: a new connection.
+	guardSteerReasonSTEER_TCP_NEW: "steer_tcp_new",
+	// A TCP segment of a flow with a socket (the proxy's or resolver's
+	// accepted connection, one in its handshake, or in TIME_WAIT), given
+	// to that socket.
+	guardSteerReasonSTEER_TCP_ESTABLISHED: "steer_tcp_established",
+	// A TCP segment other than a SYN that belongs to no flow, given to the
+	// listener for its port, which answers with a reset.
+	guardSteerReasonSTEER_TCP_NO_FLOW: "steer_tcp_no_flow",
+	// UDP to port 53, any address, given to the resolver's UDP socket.
+	guardSteerReasonSTEER_DNS_UDP: "steer_dns_udp",
+	// A SYN to port 53, any address, given to the resolver's TCP listener.
+	guardSteerReasonSTEER_DNS_TCP: "steer_dns_tcp",
+	// Left to the guard: the veth is not (or no longer) in tc mode, or
+	// not configured at all.
+	guardSteerReasonSTEER_NEXT_CGROUP_MODE: "steer_next_cgroup_mode",
+	// Left to the guard: ARP, another EtherType, or VLAN tagged.
+	guardSteerReasonSTEER_NEXT_NOT_IP: "steer_next_not_ip",
+	// Left to the guard: not from the sandbox's own address (spoofed, or
+	// link-local and unspecified IPv6 sources such as neighbour discovery).
+	guardSteerReasonSTEER_NEXT_FOREIGN_SOURCE: "steer_next_foreign_source",
+	// Left to the guard, which passes it: to the agent's service address.
+	guardSteerReasonSTEER_NEXT_SERVICE: "steer_next_service",
+	// Left to the guard: ICMP to the host end's address, ICMPv6 to it or
+	// to a link-local or multicast address (neighbour discovery, errors).
+	guardSteerReasonSTEER_NEXT_HOST: "steer_next_host",
+	// Dropped: the socket it would go to is not set (no agent running, or
+	// it has not called SetSteerSockets yet).
+	guardSteerReasonSTEER_NO_LISTENER: "steer_no_listener",
+	// Dropped: the kernel refused to assign the socket (bpf_sk_assign
+	// failed: a socket of another network namespace, or one closing).
+	guardSteerReasonSTEER_ASSIGN_FAILED: "steer_assign_failed",
+	// Dropped: UDP to a port other than 53 (QUIC included).
+	guardSteerReasonSTEER_DROP_UDP: "steer_drop_udp",
+	// Dropped: ICMP or ICMPv6 to anywhere but the host end and link scope
+	// (echo requests to the world).
+	guardSteerReasonSTEER_DROP_ICMP: "steer_drop_icmp",
+	// Dropped: an IP protocol other than TCP, UDP and ICMP (SCTP, GRE,
+	// ...), or no next header.
+	guardSteerReasonSTEER_DROP_OTHER: "steer_drop_other",
+	// Dropped: an IPv4 fragment, first or later.
+	guardSteerReasonSTEER_DROP_FRAGMENT: "steer_drop_fragment",
+	// Dropped: IPv6 with extension headers (fragments included), which
+	// the steering program does not walk.
+	guardSteerReasonSTEER_DROP_IPV6EXT: "steer_drop_ipv6_ext",
+	// Dropped: UDP or TCP to a multicast or the limited broadcast address.
+	guardSteerReasonSTEER_DROP_MULTICAST: "steer_drop_multicast",
+	// Dropped: an IP or transport header truncated or inconsistent.
+	guardSteerReasonSTEER_DROP_MALFORMED: "steer_drop_malformed",
+}

@@ -10,17 +10,21 @@ import (
 	"github.com/cilium/ebpf/btf"
 )
 
-// TestReasonNames checks the Go names of the counters against enum reason
-// in each C file, read from the objects' BTF: same order, one name per
-// reason, each the enumerator's name in lower case. Needs no root.
+// TestReasonNames checks the Go names of the counters against the reason
+// enums of the C files, read from the objects' BTF: same order, one name
+// per reason, each the enumerator's name in lower case (less REASON_).
+// Needs no root.
 func TestReasonNames(t *testing.T) {
 	for _, tc := range []struct {
-		name  string
-		load  func() (*ebpf.CollectionSpec, error)
-		names []string
+		name     string
+		load     func() (*ebpf.CollectionSpec, error)
+		enum     string // the C enum
+		counters string // the map counting it
+		names    []string
 	}{
-		{"cgroup", loadCgroup, reasonNames[:]},
-		{"guard", loadGuard, guardReasonNames[:]},
+		{"cgroup", loadCgroup, "reason", "counters", reasonNames[:]},
+		{"guard", loadGuard, "reason", "guard_counters", guardReasonNames[:]},
+		{"steer", loadGuard, "steer_reason", "steer_counters", steerReasonNames[:]},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			spec, err := tc.load()
@@ -28,12 +32,12 @@ func TestReasonNames(t *testing.T) {
 				t.Fatal(err)
 			}
 			var enum *btf.Enum
-			if err := spec.Types.TypeByName("reason", &enum); err != nil {
+			if err := spec.Types.TypeByName(tc.enum, &enum); err != nil {
 				t.Fatal(err)
 			}
 			var want []string
 			for _, v := range enum.Values {
-				if v.Name == "REASON_MAX" {
+				if strings.HasSuffix(v.Name, "REASON_MAX") {
 					continue
 				}
 				if v.Value != uint64(len(want)) {
@@ -45,10 +49,7 @@ func TestReasonNames(t *testing.T) {
 			if strings.Join(tc.names, " ") != strings.Join(want, " ") {
 				t.Errorf("Go names %q,\nC enum %q", tc.names, want)
 			}
-			counters := spec.Maps["counters"]
-			if tc.name == "guard" {
-				counters = spec.Maps["guard_counters"]
-			}
+			counters := spec.Maps[tc.counters]
 			if int(counters.MaxEntries) != len(tc.names) {
 				t.Errorf("counters map has %d entries, want %d", counters.MaxEntries, len(tc.names))
 			}
