@@ -49,6 +49,7 @@ func runMain(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	os.Chmod(dir, 0o755)
+	os.Chmod(filepath.Dir(dir), 0o755)
 	pkgs := map[string]string{
 		"keygate":    "../cmd/keygate",
 		"keygated":   "../cmd/keygated",
@@ -104,7 +105,12 @@ func startAgent(t *testing.T, w *testworld.World, flags ...string) *agent {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Traversable, as /run/keygate is: runsc sandboxes read the CA bundle
+	// from the share directory beside the socket. The state directory in
+	// it stays 0700.
 	dir := t.TempDir()
+	os.Chmod(dir, 0o755)
+	os.Chmod(filepath.Dir(dir), 0o755)
 	a := &agent{
 		t:      t,
 		dir:    dir,

@@ -201,7 +201,7 @@ func assertNoSandboxes(t *testing.T, a *agent) {
 	t.Helper()
 	links, _ := netlink.LinkList()
 	for _, l := range links {
-		if strings.HasPrefix(l.Attrs().Name, "kg-") {
+		if ours(l) {
 			t.Errorf("sandbox link %s left behind", l.Attrs().Name)
 		}
 	}

@@ -315,6 +315,9 @@ func (a *Agent) attachCapture() error {
 	if a.parent, err = cgroup.Create(a.cfg.CgroupParent); err != nil {
 		return err
 	}
+	if _, err = cgroup.Create(a.cgroupParentFor(captureTC)); err != nil {
+		return err
+	}
 	// The guard is loaded first: adopted sandboxes' veths get its current
 	// program before they are served again.
 	a.guard, err = bpf.LoadGuard(bpf.GuardConfig{
@@ -383,6 +386,7 @@ func (a *Agent) Close() error {
 	}
 	if a.parent != nil {
 		os.Remove(a.parent.Path)
+		os.Remove(a.cgroupParentFor(captureTC))
 	}
 	if lo, err := netlink.LinkByName("lo"); err == nil {
 		for _, addr := range a.serviceAdded {

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -51,6 +52,17 @@ type Config struct {
 	MetricsAddr string
 	// Version is reported by keygate status.
 	Version string
+	// RunscPath is gVisor's runsc, for --runtime runsc; default: "runsc"
+	// on PATH, then /usr/local/bin/runsc.
+	RunscPath string
+	// RunscPlatform is runsc's platform; default systrap.
+	RunscPlatform string
+	// RunscRootfs is the root directory runsc sandboxes see, read-only;
+	// default "/" (the host's).
+	RunscRootfs string
+	// RunscDebugLog, if set, is a directory runsc writes debug logs to,
+	// one subdirectory per sandbox.
+	RunscDebugLog string
 	// InspectAll terminates TLS for every connection, also those of
 	// sandboxes without credentials, which are otherwise spliced.
 	InspectAll bool
@@ -114,6 +126,15 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.RunscPlatform == "" {
+		c.RunscPlatform = "systrap"
+	}
+	if c.RunscPath == "" {
+		c.RunscPath = "/usr/local/bin/runsc"
+		if p, err := exec.LookPath("runsc"); err == nil {
+			c.RunscPath = p
+		}
 	}
 	return nil
 }

@@ -148,7 +148,7 @@ func (a *Agent) adoptOne(rec sandboxRecord) (*sandbox, error) {
 		id: rec.ID, block: rec.Block, addr: rec.Addr, addr6: rec.Addr6, cgroup: cg,
 		vaults: rec.Vaults, allow: rec.Allow, domains: rec.Domains, open: rec.Open,
 		bindings: rec.Bindings, templated: rec.Templated, env: rec.Env, inspect: a.cfg.InspectAll,
-		persistent: rec.Persistent, runtime: rec.Runtime, capture: rec.Capture,
+		persistent: rec.Persistent, runtime: rec.Runtime, capture: rec.Capture, rootfs: rec.Rootfs,
 		created: rec.Created, initPID: rec.InitPID, done: make(chan struct{}),
 	}
 	if s.bindings == nil {
@@ -240,12 +240,14 @@ func (a *Agent) netnsPin(id string) string { return filepath.Join(a.runDir(), "n
 func (a *Agent) removeStrays(known map[string]bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	entries, _ := os.ReadDir(a.cfg.CgroupParent)
-	for _, e := range entries {
-		if e.IsDir() && !known[e.Name()] {
-			g := &cgroup.Group{Path: filepath.Join(a.cfg.CgroupParent, e.Name())}
-			if err := g.Remove(ctx); err != nil {
-				a.log.Warn("remove stray sandbox cgroup", "path", g.Path, "err", err)
+	for _, parent := range []string{a.cgroupParentFor(captureCgroup), a.cgroupParentFor(captureTC)} {
+		entries, _ := os.ReadDir(parent)
+		for _, e := range entries {
+			if e.IsDir() && !known[e.Name()] {
+				g := &cgroup.Group{Path: filepath.Join(parent, e.Name())}
+				if err := g.Remove(ctx); err != nil {
+					a.log.Warn("remove stray sandbox cgroup", "path", g.Path, "err", err)
+				}
 			}
 		}
 	}

@@ -35,6 +35,7 @@ type sandboxRecord struct {
 	Persistent bool               `json:"persistent,omitempty"`
 	Runtime    string             `json:"runtime"`
 	Capture    string             `json:"capture"`
+	Rootfs     string             `json:"rootfs,omitempty"`
 	Created    time.Time          `json:"created"`
 	InitPID    int                `json:"init_pid,omitempty"` // 0 until the init started
 }
@@ -57,7 +58,7 @@ func (a *Agent) saveRecord(s *sandbox) error {
 		ID: s.id, Block: s.block, Addr: s.addr, Addr6: s.addr6, Cgroup: s.cgroup.Path,
 		Vaults: s.vaults, Allow: s.allow, Domains: s.domains, Open: s.open,
 		Bindings: s.bindings, Templated: s.templated, Env: s.env, Persistent: s.persistent,
-		Runtime: s.runtime, Capture: s.capture, Created: s.created, InitPID: s.pid(),
+		Runtime: s.runtime, Capture: s.capture, Rootfs: s.rootfs, Created: s.created, InitPID: s.pid(),
 	}
 	b, err := json.Marshal(rec)
 	if err != nil {

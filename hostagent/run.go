@@ -135,7 +135,7 @@ func (a *Agent) run(plan *sandboxPlan, req api.RunRequest, stdio []*os.File, con
 	sb.mu.Lock()
 	sb.attached = true
 	sb.mu.Unlock()
-	if err := a.startInit(sb, a.spec(sb, req.Argv, req.Env, req.Dir), stdio); err != nil {
+	if err := a.startSandbox(sb, req.Argv, req.Env, req.Dir, stdio); err != nil {
 		a.teardown(sb)
 		return 0, err
 	}

@@ -71,6 +71,7 @@ type sandbox struct {
 	persistent bool               // made by sandbox create: lives until rm
 	runtime    string
 	capture    string
+	rootfs     string // runsc: the root it sees; "" = the host's
 	created    time.Time
 
 	done         chan struct{} // closed once the sandbox's init has exited
@@ -213,6 +214,7 @@ type sandboxPlan struct {
 	open    bool
 	runtime string
 	capture string
+	rootfs  string
 	creds   []vault.Credential
 }
 
@@ -223,13 +225,19 @@ var errUnsupported = errors.New("not supported")
 // capture mode must be available, every vault must exist and be live, and
 // every --allow pattern must be valid.
 func (a *Agent) plan(spec api.SandboxSpec) (*sandboxPlan, error) {
-	if spec.Runtime != "" && spec.Runtime != "native" {
-		return nil, fmt.Errorf("runtime %q: %w (this build supports native)", spec.Runtime, errUnsupported)
+	p := &sandboxPlan{vaults: spec.Vaults}
+	if err := a.planRuntime(p, spec.Runtime, spec.Capture); err != nil {
+		return nil, err
 	}
-	if spec.Capture != "" && spec.Capture != "cgroup" {
-		return nil, fmt.Errorf("capture %q: %w (this build supports cgroup)", spec.Capture, errUnsupported)
+	if spec.Rootfs != "" {
+		if p.runtime != runtimeRunsc {
+			return nil, fmt.Errorf("%w: --rootfs needs --runtime runsc (native sandboxes see the host's root)", vault.ErrInvalid)
+		}
+		if fi, err := os.Stat(spec.Rootfs); err != nil || !fi.IsDir() || !filepath.IsAbs(spec.Rootfs) {
+			return nil, fmt.Errorf("%w: --rootfs %q: need an absolute path to a directory", vault.ErrInvalid, spec.Rootfs)
+		}
+		p.rootfs = spec.Rootfs
 	}
-	p := &sandboxPlan{vaults: spec.Vaults, runtime: "native", capture: "cgroup"}
 	switch spec.Mode {
 	case "", modeAllowlist:
 	case modeOpen:
@@ -267,6 +275,39 @@ func (a *Agent) plan(spec api.SandboxSpec) (*sandboxPlan, error) {
 	return p, nil
 }
 
+// planRuntime checks the runtime and capture mode and picks the default
+// capture for the runtime: cgroup for native, tc for runsc (whose netstack
+// sockets the cgroup hooks never see).
+func (a *Agent) planRuntime(p *sandboxPlan, runtime, capture string) error {
+	switch runtime {
+	case "", runtimeNative:
+		p.runtime = runtimeNative
+	case runtimeRunsc:
+		p.runtime = runtimeRunsc
+		if _, err := os.Stat(a.cfg.RunscPath); err != nil {
+			return fmt.Errorf("runtime runsc: %w: %s not found (scripts/install-runsc.sh installs it)",
+				errUnsupported, a.cfg.RunscPath)
+		}
+	default:
+		return fmt.Errorf("%w: runtime %q: want native or runsc", vault.ErrInvalid, runtime)
+	}
+	switch capture {
+	case "":
+		p.capture = captureCgroup
+		if p.runtime == runtimeRunsc {
+			p.capture = captureTC
+		}
+	case captureCgroup, captureTC:
+		p.capture = capture
+	default:
+		return fmt.Errorf("%w: capture %q: want cgroup or tc", vault.ErrInvalid, capture)
+	}
+	if p.capture == captureTC && !a.tcReady() {
+		return fmt.Errorf("capture tc: %w on this agent (its steering programs did not load)", errUnsupported)
+	}
+	return nil
+}
+
 // createSandbox builds a sandbox's cgroup, network and placeholders,
 // records it in the state directory and registers it, so that by the time
 // its first process runs, capture, resolver and proxy all know it, and a
@@ -289,6 +330,7 @@ func (a *Agent) createSandbox(p *sandboxPlan, persistent bool) (s *sandbox, err 
 		persistent: persistent,
 		runtime:    p.runtime,
 		capture:    p.capture,
+		rootfs:     p.rootfs,
 		created:    time.Now(),
 		done:       make(chan struct{}),
 	}
@@ -312,7 +354,7 @@ func (a *Agent) createSandbox(p *sandboxPlan, persistent bool) (s *sandbox, err 
 		s.domains = append(s.domains, c.Domains...)
 	}
 
-	if s.cgroup, err = cgroup.Create(filepath.Join(a.cfg.CgroupParent, s.id)); err != nil {
+	if s.cgroup, err = cgroup.Create(filepath.Join(a.cgroupParentFor(s.capture), s.id)); err != nil {
 		return nil, err
 	}
 	if s.cgroupID, err = bpf.CgroupID(s.cgroup.Path); err != nil {
@@ -368,6 +410,7 @@ func (a *Agent) teardownOnce(s *sandbox) {
 			a.log.Error("remove sandbox cgroup", "sandbox", s.id, "err", err)
 		}
 	}
+	a.cleanupRunsc(s)
 	if s.net != nil {
 		if idx, err := s.net.HostIndex(); err == nil && a.guard != nil {
 			if err := a.guard.Detach(idx); err != nil {
@@ -417,3 +460,21 @@ func (a *Agent) guardVeth(s *sandbox) error {
 	}
 	return nil
 }
+
+// cgroupParentFor is the parent cgroup of sandboxes captured in mode:
+// cgroup-mode sandboxes live under the parent the socket programs are
+// attached to; tc-mode ones under a sibling the programs never see, so
+// that their traffic meets only the veth programs.
+func (a *Agent) cgroupParentFor(mode string) string {
+	if mode == captureTC {
+		return a.cfg.CgroupParent + "-tc"
+	}
+	return a.cfg.CgroupParent
+}
+
+// tcReady reports whether tc capture can be used.
+//
+// TODO: tc capture needs the veth steering program and transparent
+// listeners; until they are loaded by the agent, tc is refused rather than
+// run without capture.
+func (a *Agent) tcReady() bool { return false }

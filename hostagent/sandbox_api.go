@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"time"
 
 	"github.com/keygate/keygate/pkg/api"
@@ -44,7 +45,7 @@ func (a *Agent) handleCreateSandbox(w http.ResponseWriter, r *http.Request) {
 		writeStoreError(w, err)
 		return
 	}
-	if err := a.startInit(sb, a.spec(sb, nil, nil, ""), a.devNull()); err != nil {
+	if err := a.startSandbox(sb, nil, nil, "", a.devNull()); err != nil {
 		a.teardown(sb)
 		writeStoreError(w, err)
 		return
@@ -154,16 +155,7 @@ func (a *Agent) handleExec(w http.ResponseWriter, r *http.Request) {
 // exec starts req's command in sb and waits for it, the caller's
 // disconnect, the sandbox's end or the agent's shutdown.
 func (a *Agent) exec(sb *sandbox, req api.ExecRequest, stdio []*os.File, conn interface{ Read([]byte) (int, error) }) (int, error) {
-	cgfd, err := sb.cgroup.Open()
-	if err != nil {
-		return 0, err
-	}
-	env, _ := a.sandboxEnv(sb, req.Env)
-	cmd, err := jail.Exec(&jail.ExecSpec{
-		Argv: req.Argv, Env: env, Dir: req.Dir, Home: sandboxHome,
-		UID: a.cfg.SandboxUID, GID: a.cfg.SandboxUID,
-	}, jail.ExecOptions{InitPID: sb.pid(), Cgroup: cgfd, Stdio: stdio})
-	cgfd.Close()
+	cmd, err := a.startExec(sb, req, stdio)
 	if err != nil {
 		return 0, err
 	}
@@ -194,4 +186,21 @@ func (a *Agent) exec(sb *sandbox, req api.ExecRequest, stdio []*os.File, conn in
 	// nsenter forwards the signal to the command it forked.
 	cmd.Process.Kill()
 	return <-exited, nil
+}
+
+// startExec starts req's command in sb with the sandbox's runtime.
+func (a *Agent) startExec(sb *sandbox, req api.ExecRequest, stdio []*os.File) (*exec.Cmd, error) {
+	if sb.runtime == runtimeRunsc {
+		return a.execRunsc(sb, req.Argv, req.Env, req.Dir, stdio)
+	}
+	cgfd, err := sb.cgroup.Open()
+	if err != nil {
+		return nil, err
+	}
+	defer cgfd.Close()
+	env, _ := a.sandboxEnv(sb, req.Env)
+	return jail.Exec(&jail.ExecSpec{
+		Argv: req.Argv, Env: env, Dir: req.Dir, Home: sandboxHome,
+		UID: a.cfg.SandboxUID, GID: a.cfg.SandboxUID,
+	}, jail.ExecOptions{InitPID: sb.pid(), Cgroup: cgfd, Stdio: stdio})
 }

@@ -46,6 +46,10 @@ func main() {
 		"how long the proxy serves a credential from memory before re-reading the store")
 	flag.StringVar(&cfg.MetricsAddr, "metrics-addr", "",
 		"host address for Prometheus /metrics and /debug/pprof, e.g. 127.0.0.1:9464 (default off; sandboxes can never reach it)")
+	flag.StringVar(&cfg.RunscPath, "runsc", "", "gVisor's runsc binary, for --runtime runsc (default: runsc on PATH, then /usr/local/bin/runsc)")
+	flag.StringVar(&cfg.RunscPlatform, "runsc-platform", "systrap", "runsc platform: systrap or ptrace (kvm needs /dev/kvm)")
+	flag.StringVar(&cfg.RunscRootfs, "runsc-rootfs", "", "root directory runsc sandboxes see, read-only (default /, the host's)")
+	flag.StringVar(&cfg.RunscDebugLog, "runsc-debug-log", "", "directory for runsc debug logs, one subdirectory per sandbox (default off)")
 	flag.BoolVar(&cfg.InspectAll, "inspect-all", false,
 		"terminate TLS for every sandbox connection; by default sandboxes without credentials are spliced, so certificate pinning works")
 	flag.StringVar(&apiGroup, "api-group", "", "group (name or id) whose members may use the control API besides root")

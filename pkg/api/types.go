@@ -63,6 +63,9 @@ type SandboxSpec struct {
 	// "open" (any public destination; credentials still only on their
 	// approved domains).
 	Mode string `json:"mode,omitempty"`
+	// Rootfs is the root directory a runsc sandbox sees, read-only; ""
+	// means the host's root.
+	Rootfs string `json:"rootfs,omitempty"`
 }
 
 // RunRequest is the body of POST /v1/run. The connection is then upgraded:

@@ -29,8 +29,8 @@ const reattachTimeout = 2 * time.Minute
 
 // sandboxFlags are the flags shared by run and sandbox create.
 type sandboxFlags struct {
-	vaults, allow          stringList
-	runtime, capture, mode *string
+	vaults, allow                  stringList
+	runtime, capture, mode, rootfs *string
 }
 
 func addSandboxFlags(fs *flag.FlagSet) *sandboxFlags {
@@ -40,11 +40,13 @@ func addSandboxFlags(fs *flag.FlagSet) *sandboxFlags {
 	f.runtime = fs.String("runtime", "native", "sandbox runtime: native or runsc (gVisor)")
 	f.capture = fs.String("capture", "", "egress capture: cgroup or tc (default: cgroup for native, tc for runsc)")
 	f.mode = fs.String("mode", "allowlist", "allowlist: only credential and --allow domains; open: any public host (credentials still only on their domains)")
+	f.rootfs = fs.String("rootfs", "", "runsc: the root directory the sandbox sees, read-only (default: the host's)")
 	return f
 }
 
 func (f *sandboxFlags) spec() api.SandboxSpec {
-	return api.SandboxSpec{Vaults: f.vaults, Allow: f.allow, Runtime: *f.runtime, Capture: *f.capture, Mode: *f.mode}
+	return api.SandboxSpec{Vaults: f.vaults, Allow: f.allow, Runtime: *f.runtime, Capture: *f.capture,
+		Mode: *f.mode, Rootfs: *f.rootfs}
 }
 
 func runRun(e *env, args []string) (int, error) {
