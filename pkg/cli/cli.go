@@ -52,6 +52,7 @@ func commands() []command {
 		{"cred", "add, rotate, remove and list credentials", runCred},
 		{"run", "run a command in a new sandbox", runRun},
 		{"sandbox", "create, list, exec in and remove long-lived sandboxes", runSandbox},
+		{"schedule", "run commands in fresh sandboxes on a cron schedule", runSchedule},
 		{"audit", "read and verify the audit log", runAudit},
 		{"status", "show the agent's version, store, uptime and recent denials", runStatus},
 	}

@@ -27,4 +27,15 @@ var examples = map[string]string{
   keygate audit --kind request.deny --json`,
 	"status":       "keygate status --json",
 	"audit verify": "keygate audit verify   # exit 1 and the first bad record if the chain is broken",
+	"schedule create": `keygate schedule create nightly --cron '0 3 * * *' --timezone Europe/Berlin --vault prod -- ./report.sh
+  keygate schedule create ping --cron '@every 30s' --vault prod --timeout 10s -- curl -sS https://api.openai.com/v1/models
+  keygate schedule create sync --cron '*/15 * * * * *' --vault gh --allow pypi.org --max-concurrent 2 -- python3 sync.py`,
+	"schedule list":    "keygate schedule list   # STATE is active, paused or failing (the last run could not start)",
+	"schedule show":    "keygate schedule show nightly --json",
+	"schedule pause":   "keygate schedule pause nightly   # no runs at due times until resumed; runs in progress go on",
+	"schedule resume":  "keygate schedule resume nightly   # runs again from the next due time; none are caught up",
+	"schedule rm":      "keygate schedule rm nightly   # kills its runs in progress and drops its history",
+	"schedule run-now": "keygate schedule run-now nightly",
+	"schedule runs": `keygate schedule runs nightly --limit 5
+  keygate schedule runs nightly --output   # the newest run's stdout and stderr`,
 }
