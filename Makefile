@@ -6,7 +6,7 @@ DESTDIR ?=
 UNITDIR ?= /etc/systemd/system
 export PATH := /usr/local/go/bin:$(PATH)
 
-.PHONY: all build generate check-generate lint test test-unit demo install clean
+.PHONY: all build generate check-generate lint test test-unit demo install clean bench bench-quick
 
 all: build
 
@@ -46,6 +46,17 @@ test-unit:
 demo: build
 	$(GO) build -o bin/testworld ./scripts/testworld
 	./scripts/demo.sh
+
+## bench: keygate beside direct access, mitmproxy, squid and a plain Go proxy (root;
+## scripts/bench/install.sh installs the tools). Writes docs/benchmarks.md and
+## docs/bench/*.png. ARGS passes flags: `make bench ARGS=--quick` is bench-quick.
+bench: build
+	$(GO) build -o bin/kgbench ./scripts/bench
+	./bin/kgbench $(ARGS)
+
+## bench-quick: the short run (under 3 minutes) CI makes; prints, writes to a temp dir
+bench-quick:
+	$(MAKE) bench ARGS="--quick $(ARGS)"
 
 ## install: bin/keygate and bin/keygated to PREFIX/bin, keygated.service to UNITDIR (root;
 ## DESTDIR stages). Files already identical are left untouched, and systemd is told

@@ -1,0 +1,152 @@
+package main
+
+import (
+	"fmt"
+	"time"
+)
+
+// target is one goal from the benchmark issue, judged from this run.
+type target struct {
+	what     string
+	measured string
+	met      bool
+	short    string // by how much a missed target was missed
+	na       string // why it could not be judged
+}
+
+// Goals. Throughput ratios are taken within one run at 64 keep-alive
+// connections.
+const (
+	goalDirectH1     = 0.45
+	goalDirectH2     = 0.55
+	goalGoProxy      = 1.0
+	goalSquid        = 1.5
+	goalMitmproxy    = 10.0
+	goalCreateP50    = 50 * time.Millisecond
+	goalCreateP99    = 200 * time.Millisecond
+	goalSandboxBytes = 1 << 20
+)
+
+// targets judges every goal this run has the figures for.
+func (r *results) targets() []target {
+	var ts []target
+	kg := r.row("keygate")
+	for _, proto := range []string{"h1", "h2"} {
+		spec := loadSpec{proto: proto, conns: 64}
+		goalDirect := map[string]float64{"h1": goalDirectH1, "h2": goalDirectH2}[proto]
+		peers := []struct {
+			key  string
+			goal float64
+		}{{"direct", goalDirect}, {"goproxy", goalGoProxy}, {"squid", goalSquid}, {"mitmproxy", goalMitmproxy}}
+		for _, peer := range peers {
+			ts = append(ts, r.ratioTarget(kg, r.row(peer.key), spec, peer.goal))
+		}
+	}
+	if s := r.scale; s != nil {
+		ts = append(ts, s.targets()...)
+	}
+	return ts
+}
+
+// ratioTarget judges keygate's req/s at spec against other's times goal.
+func (r *results) ratioTarget(kg, other *rowResult, spec loadSpec, goal float64) target {
+	t := target{what: fmt.Sprintf("%s: keygate ≥ %.2g× %s", spec, goal, rowName(other))}
+	if kg == nil || other == nil {
+		t.na = "row not run"
+		return t
+	}
+	a, okA := kg.step(spec)
+	b, okB := other.step(spec)
+	// A peer without HTTP/2 is compared with what it does serve.
+	against := ""
+	if okB && b.err == errNoH2.Error() {
+		b, okB = other.step(loadSpec{proto: "h1", conns: spec.conns, newConn: spec.newConn})
+		against = ", vs its HTTP/1.1: it has no HTTP/2"
+	}
+	if !okA || !okB || a.err != "" || b.err != "" || b.rps == 0 {
+		t.na = "no figures"
+		return t
+	}
+	ratio := a.rps / b.rps
+	t.measured = fmt.Sprintf("%.2f× (%.0f vs %.0f req/s%s)", ratio, a.rps, b.rps, against)
+	t.met = ratio >= goal
+	if !t.met {
+		t.short = fmt.Sprintf("%.0f%% short (%.2f× below the goal)", 100*(1-ratio/goal), goal-ratio)
+	}
+	return t
+}
+
+func rowName(rr *rowResult) string {
+	if rr == nil {
+		return "(not run)"
+	}
+	return rr.name
+}
+
+// targets judges the sandbox lifecycle and memory goals.
+func (s *scaleResults) targets() []target {
+	window := s.createWindow()
+	live := fmt.Sprintf("creates %d–%d (%d–%d live)", len(s.create)-len(window)+1, len(s.create),
+		len(s.create)-len(window), len(s.create)-1)
+	p50, p99 := percentiles(append([]time.Duration{}, window...))
+	ts := []target{
+		durTarget("sandbox create p50 ≤ 50 ms, "+live, p50, goalCreateP50),
+		durTarget("sandbox create p99 ≤ 200 ms, "+live, p99, goalCreateP99),
+	}
+	mem := target{what: fmt.Sprintf("agent memory ≤ 1 MiB per idle sandbox (%d live)", len(s.create))}
+	if per, ok := s.perSandbox(); ok {
+		mem.measured = fmtBytes(per)
+		mem.met = per <= goalSandboxBytes
+		if !mem.met {
+			mem.short = fmt.Sprintf("%.1f× the goal", per/goalSandboxBytes)
+		}
+	} else {
+		mem.na = "no figures"
+	}
+	return append(ts, mem)
+}
+
+func durTarget(what string, got, goal time.Duration) target {
+	t := target{what: what}
+	if got == 0 {
+		t.na = "no figures"
+		return t
+	}
+	t.measured = fmtDur(got)
+	t.met = got <= goal
+	if !t.met {
+		t.short = fmt.Sprintf("%s over (%.1f× the goal)", fmtDur(got-goal), float64(got)/float64(goal))
+	}
+	return t
+}
+
+// createWindow returns the last fifth of the create times (the last 100
+// of 500): those made with the most sandboxes already live, which is what
+// "create time with N live" means.
+func (s *scaleResults) createWindow() []time.Duration {
+	return s.create[len(s.create)-max(len(s.create)/5, min(len(s.create), 1)):]
+}
+
+// perSandbox returns keygated's RSS growth per live sandbox.
+func (s *scaleResults) perSandbox() (float64, bool) {
+	if len(s.create) == 0 || s.rssBefore == 0 || s.rssLive == 0 {
+		return 0, false
+	}
+	return float64(s.rssLive-s.rssBefore) / float64(len(s.create)), true
+}
+
+func (r *results) targetSection(p printer) {
+	p("## Targets\n\n")
+	p("| target | measured | verdict |\n|---|---|---|\n")
+	for _, t := range r.targets() {
+		verdict := "met"
+		switch {
+		case t.na != "":
+			verdict = "n/a: " + t.na
+		case !t.met:
+			verdict = "**missed**: " + t.short
+		}
+		p("| %s | %s | %s |\n", t.what, t.measured, verdict)
+	}
+	p("\n")
+}
