@@ -196,13 +196,20 @@ const SteerTable = 0x4b47
 // SteerSockets are the agent's sockets that the tc capture mode hands
 // sandbox traffic to. Each must be transparent (IP_TRANSPARENT or
 // IPV6_TRANSPARENT, as pkg/tproxy makes them) so that it can answer from
-// the address the sandbox dialled, and of the family its name says: a
-// listener for the TCP ones, a bound UDP socket for the UDP ones. A nil
-// socket leaves its slot empty, and the steering program drops what would
-// go there (steer_no_listener). The kernel empties a slot when its socket
-// closes.
+// the address the sandbox dialled, plain TCP or UDP (not MPTCP), and of
+// the family its name says: a listener for the TCP ones, a bound UDP
+// socket for the UDP ones. A nil socket leaves its slot empty, and the
+// steering program drops what would go there (steer_no_listener). The
+// kernel empties a slot when its socket closes.
 type SteerSockets struct {
 	Proxy4, Proxy6   *net.TCPListener // the proxy, for TCP to any port but 53
-	DNSTCP4, DNSTCP6 *net.TCPListener // the resolver, for TCP to port 53
-	DNSUDP4, DNSUDP6 *net.UDPConn     // the resolver, for UDP to port 53
+	DNSTCP4, DNSTCP6 *net.TCPListener // the resolver, for TCP to port 53; any port
+
+	// DNSUDP4 and DNSUDP6 are the resolver's UDP sockets, for UDP to port
+	// 53. They must be bound to port 53 (on any address, the service
+	// address say): a UDP answer can be sent from the address a query
+	// went to, but only from the socket's own port, and the sandbox takes
+	// answers only from port 53. Such a socket also serves cgroup-mode
+	// sandboxes if CgroupConfig.Resolver has port 53.
+	DNSUDP4, DNSUDP6 *net.UDPConn
 }

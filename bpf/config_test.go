@@ -50,6 +50,7 @@ func TestGuardValidate(t *testing.T) {
 		{"v6 service", GuardConfig{Service6: a("fd6b:6761:7499::1")}.validate()},
 		{"veth", GuardVeth{Sandbox4: a("10.239.1.2"), Host6: a("fd6b:6761:7499:1::1")}.validate()},
 		{"empty veth", GuardVeth{}.validate()},
+		{"tc veth", GuardVeth{Sandbox6: a("fd6b:6761:7499:1::2"), Mode: CaptureTC}.validate()},
 	} {
 		if tc.err != nil {
 			t.Errorf("%s: %v", tc.name, tc.err)
@@ -64,6 +65,9 @@ func TestGuardValidate(t *testing.T) {
 		{"v4-mapped service", GuardConfig{Service6: a("::ffff:10.239.0.1")}.validate()},
 		{"IPv6 sandbox as IPv4", GuardVeth{Sandbox4: a("fd6b:6761:7499:1::2")}.validate()},
 		{"v4-mapped sandbox", GuardVeth{Sandbox6: a("::ffff:10.239.1.2")}.validate()},
+		{"tc veth without a sandbox address", GuardVeth{Host4: a("10.239.1.1"),
+			Mode: CaptureTC}.validate()},
+		{"unknown mode", GuardVeth{Sandbox4: a("10.239.1.2"), Mode: 7}.validate()},
 	} {
 		if tc.err == nil {
 			t.Errorf("%s: validated", tc.name)

@@ -52,7 +52,9 @@ const (
 	guardSteerReasonSTEER_DROP_IPV6EXT        guardSteerReason = 16
 	guardSteerReasonSTEER_DROP_MULTICAST      guardSteerReason = 17
 	guardSteerReasonSTEER_DROP_MALFORMED      guardSteerReason = 18
-	guardSteerReasonSTEER_REASON_MAX          guardSteerReason = 19
+	guardSteerReasonSTEER_TCP_TIME_WAIT       guardSteerReason = 19
+	guardSteerReasonSTEER_DROP_TIME_WAIT      guardSteerReason = 20
+	guardSteerReasonSTEER_REASON_MAX          guardSteerReason = 21
 )
 
 type guardSteerSocket uint32

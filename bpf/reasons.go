@@ -146,4 +146,12 @@ var steerReasonNames = [...]string{
 	guardSteerReasonSTEER_DROP_MULTICAST: "steer_drop_multicast",
 	// Dropped: an IP or transport header truncated or inconsistent.
 	guardSteerReasonSTEER_DROP_MALFORMED: "steer_drop_malformed",
+	// A SYN reusing the 4-tuple of a connection in TIME_WAIT on the host,
+	// given to that socket: it answers with an ACK, the sandbox resets,
+	// and the SYN it retransmits about a second later is a new one.
+	guardSteerReasonSTEER_TCP_TIME_WAIT: "steer_tcp_time_wait",
+	// Dropped: such a SYN while a host service listens on its destination
+	// port, to which the TIME_WAIT socket would hand it. The sandbox
+	// retries until TIME_WAIT ends (60 s).
+	guardSteerReasonSTEER_DROP_TIME_WAIT: "steer_drop_time_wait",
 }

@@ -12,9 +12,11 @@
 //   TCP                 assigned to its socket if the flow has one (the
 //                       proxy's accepted connection, a handshake in
 //                       progress), else to the proxy's listener, or the
-//                       resolver's TCP listener for port 53;
+//                       resolver's TCP listener for port 53 (a SYN that
+//                       reuses a tuple in TIME_WAIT: see steer_time_wait);
 //   UDP to port 53      assigned to the resolver's UDP socket, whatever
-//                       server it was sent to;
+//                       server it was sent to (the socket is bound to
+//                       port 53, so that its answers come from there);
 //   ICMP to the host    left to the guard (ICMP errors, neighbour
 //   end, link scope     discovery);
 //   to the service      left to the guard, which passes it;
@@ -80,6 +82,8 @@ enum steer_reason {
 	STEER_DROP_IPV6_EXT,       // dropped: behind IPv6 extension headers
 	STEER_DROP_MULTICAST,      // dropped: to a multicast or broadcast address
 	STEER_DROP_MALFORMED,      // dropped: IP or transport header truncated or bad
+	STEER_TCP_TIME_WAIT,       // SYN given to the TIME_WAIT socket of its tuple
+	STEER_DROP_TIME_WAIT,      // dropped: SYN to a TIME_WAIT tuple, host listener
 	STEER_REASON_MAX,
 };
 
@@ -158,6 +162,38 @@ static __always_inline int assign_slot(struct __sk_buff *skb, __u32 slot,
 	return assign(skb, sk, reason);
 }
 
+// steer_time_wait steers a SYN that reuses the tuple of a connection the
+// proxy closed first, still in TIME_WAIT on the host (for 60 seconds).
+// The proxy's listener cannot take it: the kernel drops a new request
+// socket whose tuple is in use (inet_ehash_insert in
+// net/ipv4/inet_hashtables.c). Given to the TIME_WAIT socket, the SYN is
+// answered with an ACK of the old connection, the sandbox's stack resets
+// it, the reset ends TIME_WAIT, and the SYN the sandbox retransmits a
+// second later finds the listener. But a TIME_WAIT socket that accepts a
+// SYN first hands it to a listener on the original destination's port,
+// if the host has one, which must never see a sandbox's connection: then
+// the SYN is dropped, and the sandbox retries until TIME_WAIT is over.
+// TODO: an sk_lookup program giving such SYNs the proxy's listener would
+// spare the second of delay, and the minute where a host service listens
+// on the port.
+static __always_inline int steer_time_wait(struct __sk_buff *skb, struct bpf_sock *tw,
+					   struct bpf_sock_tuple *tuple, __u32 tuple_len,
+					   int six)
+{
+	// No connection has source port 0, so this finds only a listener.
+	if (six)
+		tuple->ipv6.sport = 0;
+	else
+		tuple->ipv4.sport = 0;
+	struct bpf_sock *ln = bpf_skc_lookup_tcp(skb, tuple, tuple_len, BPF_F_CURRENT_NETNS, 0);
+	if (ln) {
+		bpf_sk_release(ln);
+		bpf_sk_release(tw);
+		return steer_drop(STEER_DROP_TIME_WAIT);
+	}
+	return assign(skb, tw, STEER_TCP_TIME_WAIT);
+}
+
 // steer_tcp steers a TCP segment whose tuple has its addresses filled in.
 static __always_inline int steer_tcp(struct __sk_buff *skb, struct bpf_sock_tuple *tuple,
 				     __u32 tuple_len, __u32 l4_off, int six)
@@ -179,14 +215,15 @@ static __always_inline int steer_tcp(struct __sk_buff *skb, struct bpf_sock_tupl
 	if (sk) {
 		// The flow's own socket: established, in its handshake (a
 		// request socket, so a retransmitted SYN gets the same
-		// SYN-ACK), or in TIME_WAIT. Two finds are not the flow's: a
-		// listener is whatever listens on the destination's port on
-		// the host (sshd on *:22), and for a SYN to a TIME_WAIT tuple
-		// the kernel would go on to look up a listener the same way.
-		// Both go to the agent's listener instead.
+		// SYN-ACK), or in TIME_WAIT. A listener found here is not the
+		// flow's but whatever listens on the destination's port on the
+		// host (sshd on *:22): the agent's listener gets the segment
+		// instead.
 		__u32 state = sk->state;
 		if (state != BPF_TCP_LISTEN && !(syn && state == BPF_TCP_TIME_WAIT))
 			return assign(skb, sk, STEER_TCP_ESTABLISHED);
+		if (state == BPF_TCP_TIME_WAIT)
+			return steer_time_wait(skb, sk, tuple, tuple_len, six);
 		bpf_sk_release(sk);
 	}
 

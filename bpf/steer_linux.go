@@ -109,8 +109,10 @@ func udpConn(c *net.UDPConn) syscall.Conn {
 func (g *Guard) setSlot(s steerSlot) error {
 	key := uint32(s.key)
 	if s.conn == nil {
+		// An empty sockmap slot reports EINVAL, not ENOENT (see
+		// __sock_map_delete in net/core/sock_map.c); key is in range.
 		err := g.objs.SteerSockets.Delete(key)
-		if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) && !errors.Is(err, unix.EINVAL) {
 			return fmt.Errorf("clear %s socket: %w", s.name, err)
 		}
 		return nil
@@ -175,6 +177,8 @@ func checkSteerSocket(fd, family, sotype int) error {
 		} else if v == 0 {
 			return errors.New("not listening")
 		}
+	} else if err := checkDNSPort(fd); err != nil {
+		return err
 	}
 
 	level, name, what := unix.SOL_IP, unix.IP_TRANSPARENT, "IP_TRANSPARENT"
@@ -188,6 +192,34 @@ func checkSteerSocket(fd, family, sotype int) error {
 	}
 	return nil
 }
+
+// checkDNSPort checks that the UDP socket fd is bound to port 53. A
+// transparent socket can answer from the address a query was sent to (the
+// source of an IP_PKTINFO control message), but only from its own port,
+// and the sandbox's resolver, which asked port 53, takes nothing else: a
+// connected socket never sees the answer, and the sandbox's kernel sends
+// back a port unreachable instead.
+func checkDNSPort(fd int) error {
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		return fmt.Errorf("getsockname: %w", err)
+	}
+	port := 0
+	switch sa := sa.(type) {
+	case *unix.SockaddrInet4:
+		port = sa.Port
+	case *unix.SockaddrInet6:
+		port = sa.Port
+	}
+	if port != dnsPort {
+		return fmt.Errorf("bound to port %d: answers must come from port %d", port, dnsPort)
+	}
+	return nil
+}
+
+// dnsPort is the port the steering program sends to the resolver, and so
+// the port its answers must come from.
+const dnsPort = 53
 
 // SteerCounters returns how often the steering program exited for each
 // reason, summed over CPUs and over all veths it runs on.

@@ -159,7 +159,7 @@ func TestSteerVerdicts(t *testing.T) {
 
 // testSteerSockets are the transparent sockets of a stand-in agent, on
 // the service addresses (which a transparent socket may bind even where
-// they are not local).
+// they are not local): the proxy on any port, the resolver on 53.
 type testSteerSockets struct {
 	SteerSockets
 	dns4, dns6 netip.AddrPort // the resolver's addresses, TCP and UDP
@@ -173,10 +173,12 @@ func setTestSteerSockets(t *testing.T, g *Guard, ns netns.NsHandle) testSteerSoc
 	inNetNS(t, ns, func() {
 		s.Proxy4 = listenTransparent(t, steerService4)
 		s.Proxy6 = listenTransparent(t, steerService6)
-		s.DNSTCP4 = listenTransparent(t, steerService4)
-		s.DNSTCP6 = listenTransparent(t, steerService6)
-		s.dns4 = s.DNSTCP4.Addr().(*net.TCPAddr).AddrPort()
-		s.dns6 = s.DNSTCP6.Addr().(*net.TCPAddr).AddrPort()
+		// Port 53, so that UDP answers come from the port the sandbox
+		// asked; TCP shares it to make one resolver address.
+		s.dns4 = netip.AddrPortFrom(netip.MustParseAddr(steerService4), 53)
+		s.dns6 = netip.AddrPortFrom(netip.MustParseAddr(steerService6), 53)
+		s.DNSTCP4 = listenTransparentAt(t, s.dns4)
+		s.DNSTCP6 = listenTransparentAt(t, s.dns6)
 		s.DNSUDP4 = listenTransparentUDP(t, s.dns4)
 		s.DNSUDP6 = listenTransparentUDP(t, s.dns6)
 	})
@@ -189,7 +191,12 @@ func setTestSteerSockets(t *testing.T, g *Guard, ns netns.NsHandle) testSteerSoc
 // listenTransparent opens a transparent TCP listener on addr, any port.
 func listenTransparent(t *testing.T, addr string) *net.TCPListener {
 	t.Helper()
-	ln, err := tproxy.ListenTCP(netip.AddrPortFrom(netip.MustParseAddr(addr), 0))
+	return listenTransparentAt(t, netip.AddrPortFrom(netip.MustParseAddr(addr), 0))
+}
+
+func listenTransparentAt(t *testing.T, addr netip.AddrPort) *net.TCPListener {
+	t.Helper()
+	ln, err := tproxy.ListenTCP(addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,4 +212,73 @@ func listenTransparentUDP(t *testing.T, addr netip.AddrPort) *net.UDPConn {
 	}
 	t.Cleanup(func() { conn.Close() })
 	return conn
+}
+
+// TestSetSteerSockets checks that sockets the steering program could not
+// use are refused with a reason, and that nil sockets empty their slots.
+func TestSetSteerSockets(t *testing.T) {
+	testutil.RequireRoot(t)
+	g, err := LoadGuard(steerGuardConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { g.Close() })
+	ns := newNetNS(t)
+
+	var plain, mptcp, v6 *net.TCPListener
+	var udp5353 *net.UDPConn
+	inNetNS(t, ns, func() {
+		var lc net.ListenConfig // MPTCP by default since Go 1.24
+		ln, err := lc.Listen(t.Context(), "tcp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		mptcp = ln.(*net.TCPListener)
+		lc.SetMultipathTCP(false)
+		if ln, err = lc.Listen(t.Context(), "tcp4", "127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
+		plain = ln.(*net.TCPListener)
+		v6 = listenTransparent(t, "::1")
+		udp5353 = listenTransparentUDP(t, netip.MustParseAddrPort("127.0.0.1:5353"))
+	})
+	t.Cleanup(func() { mptcp.Close(); plain.Close() })
+
+	for _, tc := range []struct {
+		name  string
+		socks SteerSockets
+	}{
+		{"not transparent", SteerSockets{Proxy4: plain}},
+		{"MPTCP", SteerSockets{Proxy4: mptcp}},
+		{"IPv6 as IPv4", SteerSockets{DNSTCP4: v6}},
+		{"UDP not on port 53", SteerSockets{DNSUDP4: udp5353}},
+	} {
+		err := g.SetSteerSockets(tc.socks)
+		if err == nil {
+			t.Errorf("%s: accepted", tc.name)
+			continue
+		}
+		t.Logf("%s: %v", tc.name, err)
+	}
+
+	slots := func() int {
+		var n int
+		for k := range uint32(guardSteerSocketSOCK_MAX) {
+			var cookie uint64
+			if g.objs.SteerSockets.Lookup(k, &cookie) == nil {
+				n++
+			}
+		}
+		return n
+	}
+	setTestSteerSockets(t, g, ns)
+	if n := slots(); n != int(guardSteerSocketSOCK_MAX) {
+		t.Errorf("%d slots set, want all", n)
+	}
+	if err := g.SetSteerSockets(SteerSockets{}); err != nil {
+		t.Fatal(err)
+	}
+	if n := slots(); n != 0 {
+		t.Errorf("%d slots set after setting none, want 0", n)
+	}
 }

@@ -39,8 +39,10 @@ func ListenTCP(addr netip.AddrPort) (*net.TCPListener, error) {
 // datagram's destination address (IP_PKTINFO, IPV6_RECVPKTINFO), so that
 // a reply can be sent from it: pass the destination as the source of an
 // IP_PKTINFO or IPV6_PKTINFO control message to WriteMsgUDP, as
-// miekg/dns's Server does. A client that connected its socket to the
-// address it queried (glibc, Go, gVisor's netstack) accepts nothing else.
+// miekg/dns's Server does. The reply's source port is addr's port, so
+// addr must have the port clients sent to (53 for DNS): a client that
+// connected its socket to the server it queried (glibc, Go, gVisor's
+// netstack) accepts nothing else.
 func ListenUDP(addr netip.AddrPort) (*net.UDPConn, error) {
 	addr, network := family(addr, "udp")
 	lc := net.ListenConfig{Control: control(addr.Addr().Is6(), true)}

@@ -12,14 +12,17 @@
 //     IPV6_TRANSPARENT), set before bind.
 //
 // A connection accepted from such a listener has the address the sandbox
-// dialled as its LocalAddr. A UDP socket from ListenUDP reports each
-// datagram's destination in IP_PKTINFO / IPV6_PKTINFO control messages,
-// and a reply sent with that address as the packet-info source leaves from
-// it. github.com/miekg/dns's Server already does exactly that for a
-// *net.UDPConn PacketConn (it reads the destination with ReadMsgUDP and
-// answers through WriteMsgUDP with it as the source), so one resolver
-// socket serves both sandboxes that send to its own address and sandboxes
-// whose packets were assigned to it.
+// dialled as its LocalAddr, and answers from it. A UDP socket from
+// ListenUDP reports each datagram's destination in IP_PKTINFO /
+// IPV6_PKTINFO control messages, and a reply sent with that address as
+// the packet-info source leaves from it; github.com/miekg/dns's Server
+// already does exactly that for a *net.UDPConn PacketConn (ReadMsgUDP,
+// then WriteMsgUDP with the destination as the source). The source port,
+// though, is always the socket's own: a resolver socket that tc-mode
+// sandboxes query on port 53 must itself be bound to port 53, or their
+// connected sockets drop its answers. Bound there (on the service
+// address, say), one socket serves both sandboxes that send to its own
+// address and sandboxes whose packets were assigned to it.
 //
 // Everything here needs CAP_NET_ADMIN and works in the network namespace
 // of the calling thread.
