@@ -29,6 +29,7 @@ import (
 	"github.com/keygate/keygate/pkg/pin"
 	"github.com/keygate/keygate/pkg/proxy"
 	"github.com/keygate/keygate/pkg/resolver"
+	"github.com/keygate/keygate/pkg/schedule"
 	"github.com/keygate/keygate/pkg/vault"
 )
 
@@ -46,6 +47,8 @@ type Agent struct {
 	denials      denialRing
 	leaves       *ca.Leaves
 	started      time.Time
+	sched        *schedule.Scheduler // nil until started
+	schedStore   *schedule.Bolt
 	ca           *ca.CA
 	bundle       string // sandbox trust bundle: system roots + host CA
 	resolv       string // resolv.conf shown to sandboxes
@@ -104,6 +107,7 @@ func Start(cfg Config) (_ *Agent, err error) {
 		{"start proxy", a.startProxy},
 		{"attach capture programs", a.attachCapture},
 		{"start metrics", a.startMetrics},
+		{"start scheduler", a.startScheduler},
 		{"start control API", a.startAPI},
 	}
 	for _, s := range steps {
@@ -355,6 +359,13 @@ func (a *Agent) Close() error {
 	if a.api != nil {
 		errs = append(errs, a.api.Close())
 	}
+	if a.sched != nil {
+		// Before the stop: runs it started end while the audit log and
+		// store are still open.
+		sctx, scancel := context.WithTimeout(context.Background(), 30*time.Second)
+		errs = append(errs, a.sched.Stop(sctx))
+		scancel()
+	}
 	close(a.stop)
 	a.runs.Wait()
 	for _, s := range a.sandboxes.list() {
@@ -395,6 +406,9 @@ func (a *Agent) Close() error {
 	}
 	if a.store != nil {
 		errs = append(errs, a.store.Close())
+	}
+	if a.schedStore != nil {
+		errs = append(errs, a.schedStore.Close())
 	}
 	if a.audit != nil {
 		errs = append(errs, a.audit.Close())

@@ -60,6 +60,7 @@ func (a *Agent) startAPI() error {
 	mux.HandleFunc("GET /v1/sandboxes/{id}/wait", a.handleWait)
 	mux.HandleFunc("POST /v1/sandboxes/{id}/exec", a.handleExec)
 	mux.HandleFunc("GET /v1/status", a.handleStatus)
+	a.registerSchedules(mux)
 	mux.HandleFunc("GET /v1/audit", a.handleAudit)
 	mux.HandleFunc("POST /v1/audit/verify", a.handleAuditVerify)
 	mux.HandleFunc("POST /v1/run", a.handleRun)
