@@ -246,7 +246,7 @@ func (g *Guard) guardLocked(ifindex int) error {
 	return nil
 }
 
-// configure writes v as the addresses of the veth with ifindex.
+// configure writes v's addresses and mode as the veth ifindex's veth_cfg.
 func (g *Guard) configure(ifindex int, v GuardVeth) error {
 	cfg := guardVethCfg{}
 	if v.Sandbox4.IsValid() {

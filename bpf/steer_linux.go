@@ -73,8 +73,10 @@ type steerSlot struct {
 // slots before the failing one are already set.
 func (g *Guard) SetSteerSockets(s SteerSockets) error {
 	for _, slot := range []steerSlot{
-		{guardSteerSocketSOCK_PROXY4, "proxy IPv4", tcpConn(s.Proxy4), unix.AF_INET, unix.SOCK_STREAM},
-		{guardSteerSocketSOCK_PROXY6, "proxy IPv6", tcpConn(s.Proxy6), unix.AF_INET6, unix.SOCK_STREAM},
+		{guardSteerSocketSOCK_PROXY4, "proxy IPv4", tcpConn(s.Proxy4), unix.AF_INET,
+			unix.SOCK_STREAM},
+		{guardSteerSocketSOCK_PROXY6, "proxy IPv6", tcpConn(s.Proxy6), unix.AF_INET6,
+			unix.SOCK_STREAM},
 		{guardSteerSocketSOCK_DNS_TCP4, "resolver TCP IPv4", tcpConn(s.DNSTCP4), unix.AF_INET,
 			unix.SOCK_STREAM},
 		{guardSteerSocketSOCK_DNS_TCP6, "resolver TCP IPv6", tcpConn(s.DNSTCP6), unix.AF_INET6,

@@ -25,7 +25,8 @@ func sockopt(t *testing.T, c syscall.Conn, level, name int) int {
 	}
 	var v int
 	var serr error
-	if err := raw.Control(func(fd uintptr) { v, serr = unix.GetsockoptInt(int(fd), level, name) }); err != nil {
+	err = raw.Control(func(fd uintptr) { v, serr = unix.GetsockoptInt(int(fd), level, name) })
+	if err != nil {
 		t.Fatal(err)
 	}
 	if serr != nil {

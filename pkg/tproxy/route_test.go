@@ -85,7 +85,8 @@ func TestInstall(t *testing.T) {
 	defer h.Close()
 	for _, dst := range []string{"198.51.100.9", "2001:db8::9"} {
 		for _, mark := range []uint32{testMark, 0} {
-			routes, err := h.RouteGetWithOptions(net.ParseIP(dst), &netlink.RouteGetOptions{Mark: mark})
+			opts := &netlink.RouteGetOptions{Mark: mark}
+			routes, err := h.RouteGetWithOptions(net.ParseIP(dst), opts)
 			local := err == nil && len(routes) == 1 && routes[0].Type == unix.RTN_LOCAL
 			if local != (mark == testMark) {
 				t.Errorf("route to %s with mark %#x: %v, %v; want local only when marked",
