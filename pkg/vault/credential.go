@@ -13,18 +13,12 @@ import (
 // name or the env var is already used in the vault, ErrLimit if the vault
 // holds MaxCredentials, and ErrArchived or ErrNotFound for the vault.
 func (s *Bolt) AddCredential(c Credential, secret []byte) error {
-	if err := c.Validate(); err != nil {
+	c, err := prepareAdd(c, secret)
+	if err != nil {
 		return err
 	}
-	if len(secret) == 0 {
-		return credError(c.Vault, c.Name, fmt.Errorf("%w: empty secret", ErrInvalid))
-	}
-	c.Domains = normalizeDomains(c.Domains)
-	c.Version = 1
-	c.Created = now()
-	c.Updated = c.Created
 
-	err := s.update(func(tx *bolt.Tx) error {
+	err = s.update(func(tx *bolt.Tx) error {
 		if err := activeVault(tx, c.Vault); err != nil {
 			return err
 		}
@@ -44,29 +38,56 @@ func (s *Bolt) AddCredential(c Credential, secret []byte) error {
 // unique env var and the MaxCredentials limit.
 func checkAdd(tx *bolt.Tx, c Credential) error {
 	creds := tx.Bucket(bucketCreds).Bucket([]byte(c.Vault))
-	if creds.Get([]byte(c.Name)) != nil {
-		return ErrExists
-	}
-
-	n := 0
+	var existing []Credential
 	err := creds.ForEach(func(k, v []byte) error {
-		n++
 		var other Credential
 		if err := json.Unmarshal(v, &other); err != nil {
 			return fmt.Errorf("decode credential %q: %w", k, err)
 		}
-		if other.Env == c.Env {
-			return fmt.Errorf("env %s is already used by credential %q: %w", c.Env, other.Name, ErrExists)
-		}
+		existing = append(existing, other)
 		return nil
 	})
 	if err != nil {
 		return err
 	}
-	if n >= MaxCredentials {
+	return checkNewCredential(c, existing)
+}
+
+// checkNewCredential applies the per-vault rules for adding c to a vault
+// that holds existing, sorted by name: every engine enforces them with the
+// same errors.
+func checkNewCredential(c Credential, existing []Credential) error {
+	for _, other := range existing {
+		if other.Name == c.Name {
+			return ErrExists
+		}
+	}
+	for _, other := range existing {
+		if other.Env == c.Env {
+			return fmt.Errorf("env %s is already used by credential %q: %w", c.Env, other.Name, ErrExists)
+		}
+	}
+	if len(existing) >= MaxCredentials {
 		return fmt.Errorf("%w: a vault holds at most %d", ErrLimit, MaxCredentials)
 	}
 	return nil
+}
+
+// prepareAdd checks c and its secret as every engine does before an add,
+// and returns c as it is stored: version 1, fresh timestamps, domains
+// normalised.
+func prepareAdd(c Credential, secret []byte) (Credential, error) {
+	if err := c.Validate(); err != nil {
+		return c, err
+	}
+	if len(secret) == 0 {
+		return c, credError(c.Vault, c.Name, fmt.Errorf("%w: empty secret", ErrInvalid))
+	}
+	c.Domains = normalizeDomains(c.Domains)
+	c.Version = 1
+	c.Created = now()
+	c.Updated = c.Created
+	return c, nil
 }
 
 // RotateCredential replaces a credential's secret, sealed under a fresh data
