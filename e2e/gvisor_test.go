@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"fmt"
 	"os/exec"
 	"strings"
 	"testing"
@@ -11,12 +12,10 @@ import (
 
 // captureModes are the runtime and capture combinations that must give the
 // same guarantees.
-//
-// TODO: runsc with tc capture and native with tc capture join this list
-// when the agent loads the veth steering program; until then the agent
-// refuses --capture tc.
 var captureModes = []struct{ runtime, capture string }{
 	{"runsc", "cgroup"},
+	{"runsc", "tc"},
+	{"native", "tc"},
 }
 
 // TestRuntimesAndCaptureModes runs the walking skeleton's scenario and the
@@ -29,7 +28,8 @@ func TestRuntimesAndCaptureModes(t *testing.T) {
 		t.Fatal("runsc is not installed (scripts/install-runsc.sh installs it)")
 	}
 	w := world(t)
-	a := startAgent(t, w, "--runsc-debug-log", "/tmp/keygate-runsc-debug")
+	metricsAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	a := startAgent(t, w, "--metrics-addr", metricsAddr)
 	key := secret(t)
 	a.mustKG("", "vault", "create", "v")
 	a.mustKG(key+"\n", "cred", "add", "v", "api", "--env", "API_KEY", "--domain", w.APIHost())
@@ -104,6 +104,13 @@ except OSError:
 			})
 		})
 	}
+	var lines []string
+	for k, v := range scrape(t, metricsAddr) {
+		if (strings.HasPrefix(k, "keygate_bpf_steer_events_total") || strings.HasPrefix(k, "keygate_bpf_guard_events_total")) && v > 0 {
+			lines = append(lines, fmt.Sprintf("%s %v", k, v))
+		}
+	}
+	t.Logf("veth program counters after the runs:\n%s", strings.Join(sortStrings(lines), "\n"))
 	a.stop()
 	if attackerSaw(w, key) || strings.Contains(a.log.String(), key) {
 		t.Fatal("the secret leaked")

@@ -59,6 +59,8 @@ type Agent struct {
 	parent       *cgroup.Group
 	serviceAdded []*netlink.Addr // the service addresses put on lo
 	guard        *bpf.Guard      // the veth guard; nil until attachCapture
+	tcOK         bool            // tc capture's sockets and routing are in place
+	steerUndo    func() error    // removes the steering policy route, or nil
 
 	proxy     *proxy.Proxy
 	resolver  *resolver.Resolver
@@ -106,6 +108,7 @@ func Start(cfg Config) (_ *Agent, err error) {
 		{"start resolver", a.startResolver},
 		{"start proxy", a.startProxy},
 		{"attach capture programs", a.attachCapture},
+		{"start tc steering", a.startSteering},
 		{"start metrics", a.startMetrics},
 		{"start scheduler", a.startScheduler},
 		{"start control API", a.startAPI},
@@ -394,6 +397,9 @@ func (a *Agent) Close() error {
 	}
 	if a.guard != nil {
 		errs = append(errs, a.guard.Unpin(), a.guard.Close())
+	}
+	if a.steerUndo != nil {
+		errs = append(errs, a.steerUndo())
 	}
 	if a.parent != nil {
 		os.Remove(a.parent.Path)

@@ -124,6 +124,13 @@ func (a *Agent) registerMetrics() {
 			}
 			return a.guard.Counters()
 		})
+	m.LabeledCounters("bpf", "steer_events_total", "Verdicts of the tc-mode steering program on the host end of sandbox veths, by reason.",
+		"reason", prometheus.Labels{"mode": "tc"}, func() (map[string]uint64, error) {
+			if a.guard == nil {
+				return nil, errors.New("guard not loaded")
+			}
+			return a.guard.SteerCounters()
+		})
 }
 
 // startMetrics serves the metrics and profiler on the configured host

@@ -99,6 +99,9 @@ func (s *sandbox) Allows(host string) bool { return s.open || domain.MatchAny(s.
 // unless the agent inspects everything.
 func (s *sandbox) Inspect(host string) bool { return s.inspect || len(s.bindings) > 0 }
 
+// SteeredAtVeth reports whether the sandbox is captured at its veth.
+func (s *sandbox) SteeredAtVeth() bool { return s.capture == captureTC }
+
 func (s *sandbox) info() api.Sandbox {
 	mode := modeAllowlist
 	if s.open {
@@ -455,6 +458,9 @@ func (a *Agent) guardVeth(s *sandbox) error {
 		Sandbox4: s.addr, Sandbox6: s.addr6,
 		Host4: a.pool.host(s.block).Addr(), Host6: a.pool.host6(s.block).Addr(),
 	}
+	if s.capture == captureTC {
+		v.Mode = bpf.CaptureTC
+	}
 	if err := a.guard.Attach(idx, v); err != nil {
 		return fmt.Errorf("guard veth: %w", err)
 	}
@@ -471,10 +477,3 @@ func (a *Agent) cgroupParentFor(mode string) string {
 	}
 	return a.cfg.CgroupParent
 }
-
-// tcReady reports whether tc capture can be used.
-//
-// TODO: tc capture needs the veth steering program and transparent
-// listeners; until they are loaded by the agent, tc is refused rather than
-// run without capture.
-func (a *Agent) tcReady() bool { return false }

@@ -74,3 +74,8 @@ if ! go_ok; then
 	ln -sf /usr/local/go/bin/gofmt /usr/local/bin/gofmt
 fi
 echo "install-deps: ok ($(PATH=/usr/local/go/bin:$PATH go version))"
+
+# gVisor's runsc, pinned, for --runtime runsc and its end-to-end tests
+# (a static build from the Go module proxy: one to four minutes the first
+# time, cached afterwards).
+PATH=/usr/local/go/bin:$PATH "$(dirname "$0")/install-runsc.sh" | tail -n 1

@@ -66,10 +66,16 @@ func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 // terminates TLS and serves HTTP/1.1 or HTTP/2 on it. Connections that
 // cannot be identified, or that carry no TLS server name, are closed:
 // there is nothing to answer them in. Plaintext HTTP gets a 403.
-func (p *Proxy) handleConn(c net.Conn) {
+func (p *Proxy) handleConn(c net.Conn, steered bool) {
 	start := time.Now()
 	src := addrPortOf(c.RemoteAddr())
-	ci, d := p.identify(src)
+	var ci *connInfo
+	var d *denial
+	if steered {
+		ci, d = p.identifySteered(src, addrPortOf(c.LocalAddr()))
+	} else {
+		ci, d = p.identify(src)
+	}
 	if d != nil {
 		p.decide(connDecision(nil, src, d, start))
 		c.Close()
@@ -148,10 +154,27 @@ func (p *Proxy) identify(src netip.AddrPort) (*connInfo, *denial) {
 	}
 	// The capture program records the cgroup that called connect(); a
 	// connection claiming a sandbox's address from anywhere else is forged.
-	if od.CgroupID != sb.CgroupID() {
+	if sb.SteeredAtVeth() || od.CgroupID != sb.CgroupID() {
 		return nil, deny(ReasonSpoofedSource, "connection from %s was not made by sandbox %s", src, sb.ID())
 	}
 	return &connInfo{sb: sb, src: src, dst: od.Dst}, nil
+}
+
+// identifySteered finds the sandbox behind a connection the veth
+// steering program assigned: the original destination is the accepted
+// socket's local address. The source address is trusted because the veth
+// guard drops every packet from a sandbox's veth whose source is not that
+// sandbox's own; a cgroup-mode sandbox's connection can only arrive here if
+// something bypassed its socket programs, so it is refused.
+func (p *Proxy) identifySteered(src, local netip.AddrPort) (*connInfo, *denial) {
+	sb, ok := p.cfg.Sandboxes(src.Addr())
+	if !ok {
+		return nil, deny(ReasonUnknownSandbox, "no sandbox has address %s", src.Addr())
+	}
+	if !sb.SteeredAtVeth() {
+		return nil, deny(ReasonSpoofedSource, "connection from %s reached the veth listener, but sandbox %s is captured by cgroup", src, sb.ID())
+	}
+	return &connInfo{sb: sb, src: src, dst: local}, nil
 }
 
 // checkDestination applies policy and the DNS pin to a connection.

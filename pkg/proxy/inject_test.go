@@ -34,6 +34,7 @@ func (s fakeSandbox) ID() string            { return s.id }
 func (s fakeSandbox) CgroupID() uint64      { return 1 }
 func (s fakeSandbox) Allows(h string) bool  { return true }
 func (s fakeSandbox) Inspect(h string) bool { return true }
+func (s fakeSandbox) SteeredAtVeth() bool   { return false }
 
 // fakeCreds serves a fixed set of bindings to sandbox "sb1".
 type fakeCreds struct {

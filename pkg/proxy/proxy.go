@@ -40,6 +40,9 @@ type Sandbox interface {
 	// the connection is spliced to the pinned address after the SNI and
 	// pin checks, so certificate-pinning clients keep working.
 	Inspect(host string) bool
+	// SteeredAtVeth reports whether the sandbox is captured at its veth
+	// (tc mode) rather than by the cgroup socket programs.
+	SteeredAtVeth() bool
 }
 
 // Binding is the credential a placeholder stands for, as much of it as
@@ -137,6 +140,7 @@ type Proxy struct {
 	upstreams *upstreams
 
 	wg       sync.WaitGroup   // per-connection goroutines
+	startH1  sync.Once        // the h1 server starts with the first Serve
 	errLimit *lograte.Limiter // upstream failures logged at most once a second
 
 	mu       sync.Mutex
@@ -189,9 +193,22 @@ func New(cfg Config) (*Proxy, error) {
 	return p, nil
 }
 
-// Serve accepts captured connections on ln until Shutdown.
+// Serve accepts connections the cgroup programs redirected to ln until
+// Shutdown; their original destinations come from Config.OrigDst.
 func (p *Proxy) Serve(ln net.Listener) error {
-	go p.h1.Serve(p.conns)
+	return p.serve(ln, false)
+}
+
+// ServeSteered accepts connections the veth steering program assigned to
+// ln, a transparent listener, until Shutdown. The original destination is
+// each accepted socket's local address; only sandboxes captured at their
+// veth are served here, whose source the veth guard vouches for.
+func (p *Proxy) ServeSteered(ln net.Listener) error {
+	return p.serve(ln, true)
+}
+
+func (p *Proxy) serve(ln net.Listener, steered bool) error {
+	p.startH1.Do(func() { go p.h1.Serve(p.conns) })
 	for {
 		c, err := ln.Accept()
 		if err != nil {
@@ -207,7 +224,7 @@ func (p *Proxy) Serve(ln net.Listener) error {
 		p.wg.Add(1)
 		go func() {
 			defer p.wg.Done()
-			p.handleConn(c)
+			p.handleConn(c, steered)
 		}()
 	}
 }
