@@ -34,6 +34,7 @@ const startTimeout = 30 * time.Second
 // Cluster is a running etcd cluster; its members stop when the test ends.
 type Cluster struct {
 	Members []*Member
+	TLS     *TLSFiles // nil unless started by StartTLS
 	t       testing.TB
 }
 
@@ -56,18 +57,35 @@ type Member struct {
 // Start starts an n-member cluster and waits until every member serves.
 func Start(t testing.TB, n int) *Cluster {
 	t.Helper()
+	return start(t, n, false)
+}
+
+// StartTLS is Start for a cluster whose clients must use TLS and present a
+// certificate signed by the cluster's CA; c.TLS names the files.
+func StartTLS(t testing.TB, n int) *Cluster {
+	t.Helper()
+	return start(t, n, true)
+}
+
+func start(t testing.TB, n int, withTLS bool) *Cluster {
+	t.Helper()
 	bin := testutil.RequireEtcd(t)
 	dir := t.TempDir()
 	token := fmt.Sprintf("keygate-test-%d", time.Now().UnixNano())
 
 	c := &Cluster{t: t}
+	scheme := "http"
+	if withTLS {
+		c.TLS = writeTLSFiles(t, dir)
+		scheme = "https"
+	}
 	var initial []string
 	ports := freePorts(t, 2*n)
 	for i := range n {
 		m := &Member{
 			Name:      fmt.Sprintf("m%d", i),
 			DataDir:   filepath.Join(dir, fmt.Sprintf("m%d", i)),
-			ClientURL: fmt.Sprintf("http://127.0.0.1:%d", ports[2*i]),
+			ClientURL: fmt.Sprintf("%s://127.0.0.1:%d", scheme, ports[2*i]),
 			PeerURL:   fmt.Sprintf("http://127.0.0.1:%d", ports[2*i+1]),
 			bin:       bin,
 			logPath:   filepath.Join(dir, fmt.Sprintf("m%d.log", i)),
@@ -90,6 +108,11 @@ func Start(t testing.TB, n int) *Cluster {
 			// elect a new leader quickly; loopback has no latency to absorb.
 			"--heartbeat-interval", "50",
 			"--election-timeout", "500",
+		}
+		if c.TLS != nil {
+			m.args = append(m.args,
+				"--cert-file", c.TLS.ServerCert, "--key-file", c.TLS.ServerKey,
+				"--trusted-ca-file", c.TLS.CAFile, "--client-cert-auth")
 		}
 	}
 
@@ -117,13 +140,22 @@ func (c *Cluster) Endpoints() []string {
 // Client returns a client of the whole cluster, closed when the test ends.
 func (c *Cluster) Client() *clientv3.Client {
 	c.t.Helper()
-	cli, err := clientv3.New(clientv3.Config{
-		Endpoints: c.Endpoints(), DialTimeout: 5 * time.Second, Logger: zap.NewNop(),
-	})
+	cli := c.client(c.Endpoints(), 5*time.Second)
+	c.t.Cleanup(func() { cli.Close() })
+	return cli
+}
+
+// client returns a client of endpoints, with the cluster's TLS if any.
+func (c *Cluster) client(endpoints []string, dialTimeout time.Duration) *clientv3.Client {
+	c.t.Helper()
+	cfg := clientv3.Config{Endpoints: endpoints, DialTimeout: dialTimeout, Logger: zap.NewNop()}
+	if c.TLS != nil {
+		cfg.TLS = c.TLS.clientConfig(c.t)
+	}
+	cli, err := clientv3.New(cfg)
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	c.t.Cleanup(func() { cli.Close() })
 	return cli
 }
 
@@ -131,12 +163,7 @@ func (c *Cluster) Client() *clientv3.Client {
 // be part of a quorum with a leader.
 func (c *Cluster) WaitHealthy(m *Member) {
 	c.t.Helper()
-	cli, err := clientv3.New(clientv3.Config{
-		Endpoints: []string{m.ClientURL}, DialTimeout: time.Second, Logger: zap.NewNop(),
-	})
-	if err != nil {
-		c.t.Fatal(err)
-	}
+	cli := c.client([]string{m.ClientURL}, time.Second)
 	defer cli.Close()
 
 	deadline := time.Now().Add(startTimeout)
