@@ -102,3 +102,27 @@ func TestReport(t *testing.T) {
 		}
 	}
 }
+
+// TestProfileParts reads the cost shares out of `go tool pprof -top -cum`
+// lines.
+func TestProfileParts(t *testing.T) {
+	out := `Showing nodes accounting for 2.97s, 100% of 2.97s total
+      flat  flat%   sum%        cum   cum%
+     0.02s  0.67%  0.67%      0.97s 32.66%  github.com/keygate/keygate/pkg/proxy.(*Proxy).ServeHTTP
+         0     0% 64.31%      0.03s  1.01%  crypto/tls.(*Conn).HandshakeContext (inline)
+`
+	rows := pprofRows(out)
+	if len(rows) != 3 {
+		t.Fatalf("rows = %q", rows)
+	}
+	pr := &profileResult{}
+	pr.parseParts(rows)
+	got := map[string]string{}
+	for _, p := range pr.parts {
+		got[p.fn] = p.cumPct
+	}
+	if got["github.com/keygate/keygate/pkg/proxy.(*Proxy).ServeHTTP"] != "32.66%" ||
+		got["crypto/tls.(*Conn).HandshakeContext"] != "1.01%" || got["runtime.mallocgc"] != "not seen" {
+		t.Errorf("parts = %v", got)
+	}
+}

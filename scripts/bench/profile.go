@@ -18,11 +18,35 @@ var profileSpec = loadSpec{proto: "h1", conns: 64}
 
 // profileResult is keygated's CPU profile under profileSpec.
 type profileResult struct {
-	spec loadSpec
-	file string   // the raw profile, in the work directory
-	flat []string // `go tool pprof -top` lines: where the CPU is spent
-	cum  []string // keygate's own functions by cumulative CPU
-	err  string
+	spec  loadSpec
+	file  string   // the raw profile, in the work directory
+	flat  []string // `go tool pprof -top` lines: where the CPU is spent
+	cum   []string // keygate's own functions by cumulative CPU
+	parts []costPart
+	err   string
+}
+
+// costPart is the share of keygated's CPU spent in one function and what
+// it calls.
+type costPart struct {
+	what, fn, cumPct string
+}
+
+// costParts are the functions whose cumulative share the report names: the
+// costs a request pays besides forwarding. The names are those of this
+// build; a function that is gone shows as not seen.
+var costParts = []struct{ what, fn string }{
+	{"all request handling (proxy.ServeHTTP)", "github.com/keygate/keygate/pkg/proxy.(*Proxy).ServeHTTP"},
+	{"upstream round trip (HTTP/2 client)", "github.com/keygate/keygate/pkg/proxy.(*upstreams).RoundTrip"},
+	{"flushing each response write", "github.com/keygate/keygate/pkg/proxy.(*statusWriter).Flush"},
+	{"redacting the secret from responses", "github.com/keygate/keygate/pkg/proxy.redactResponse"},
+	{"audit log: group commit, fsync, head file", "github.com/keygate/keygate/pkg/audit.(*writer).run"},
+	{"TLS writes (records to both sides)", "crypto/tls.(*Conn).Write"},
+	{"TLS reads", "crypto/tls.(*Conn).Read"},
+	{"TLS handshakes", "crypto/tls.(*Conn).HandshakeContext"},
+	{"memory allocation", "runtime.mallocgc"},
+	{"garbage collection (background marking)", "runtime.gcBgMarkWorker"},
+	{"system calls (own time)", "internal/runtime/syscall/linux.Syscall6"},
 }
 
 // profileAgent repeats profileSpec for row r (not recorded in the tables)
@@ -98,7 +122,25 @@ func (pr *profileResult) summarize() error {
 			pr.cum = append(pr.cum, line)
 		}
 	}
+	pr.parseParts(cum)
 	return nil
+}
+
+// parseParts finds each of costParts in cum, `go tool pprof -top -cum`
+// rows, and keeps its cumulative share.
+func (pr *profileResult) parseParts(cum []string) {
+	for _, c := range costParts {
+		part := costPart{what: c.what, fn: c.fn, cumPct: "not seen"}
+		for _, line := range cum {
+			// Columns: flat flat% sum% cum cum% name...
+			f := strings.Fields(line)
+			if len(f) >= 6 && strings.TrimSuffix(strings.Join(f[5:], " "), " (inline)") == c.fn {
+				part.cumPct = f[4]
+				break
+			}
+		}
+		pr.parts = append(pr.parts, part)
+	}
 }
 
 // pprofRows returns the table lines of `go tool pprof -top` output: the
@@ -136,6 +178,11 @@ func (pr *profileResult) section(p printer) {
 		return
 	}
 	p(" The raw profile is `bench/keygated-cpu.pprof`\n(`go tool pprof -http=: bench/keygated-cpu.pprof`).\n\n")
+	p("| cost | share of keygated's CPU (with callees) | function |\n|---|--:|---|\n")
+	for _, c := range pr.parts {
+		p("| %s | %s | `%s` |\n", c.what, c.cumPct, c.fn)
+	}
+	p("\nThe shares overlap (a TLS write made while flushing counts in both).\n\n")
 	p("By own CPU:\n\n```\n%s\n```\n\n", strings.Join(pr.flat, "\n"))
 	p("keygate's functions, by CPU including what they call:\n\n```\n%s\n```\n\n", strings.Join(pr.cum, "\n"))
 }
