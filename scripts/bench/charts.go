@@ -96,8 +96,24 @@ func (r *results) connCounts() []int {
 	return out
 }
 
+// withFigures returns the rows with at least one figure for proto and
+// mode: a peer without HTTP/2 is left out of the HTTP/2 charts.
+func withFigures(rows []*rowResult, proto string, newConn bool) []*rowResult {
+	var out []*rowResult
+	for _, rr := range rows {
+		for _, s := range rr.steps {
+			if s.spec.proto == proto && s.spec.newConn == newConn && s.rps > 0 {
+				out = append(out, rr)
+				break
+			}
+		}
+	}
+	return out
+}
+
 // throughputChart is requests/s per row, grouped by connection count.
 func (r *results) throughputChart(rows []*rowResult, proto string, newConn bool) (*plot.Plot, error) {
+	rows = withFigures(rows, proto, newConn)
 	p := plot.New()
 	p.Title.Text = fmt.Sprintf("%s, %s: requests/s (2xx)", protoTitle[proto], loadSpec{newConn: newConn}.mode())
 	p.Y.Label.Text = "requests/s"
@@ -127,6 +143,7 @@ func (r *results) throughputChart(rows []*rowResult, proto string, newConn bool)
 
 // latencyChart is p50 and p99 per row at the most connections, keep-alive.
 func (r *results) latencyChart(rows []*rowResult, proto string) (*plot.Plot, error) {
+	rows = withFigures(rows, proto, false)
 	conns := r.connCounts()
 	c := conns[len(conns)-1]
 	p := plot.New()
@@ -150,6 +167,9 @@ func (r *results) latencyChart(rows []*rowResult, proto string) (*plot.Plot, err
 // addBars adds one bar series per group, side by side, with a legend.
 func addBars(p *plot.Plot, groups []plotter.Values, names []string) error {
 	w := vg.Points(60 / float64(max(len(groups), 1)))
+	if len(groups) == 0 || len(groups[0]) == 0 {
+		return nil
+	}
 	for i, vals := range groups {
 		bars, err := plotter.NewBarChart(vals, w)
 		if err != nil {

@@ -206,10 +206,10 @@ func (r *results) loadNotes(p printer) {
 // cells renders s's table cells after the row name and connection count.
 func (s stepResult) cells(direct *rowResult) string {
 	if s.err == errNoH2.Error() {
-		return "n/a: no HTTP/2 | | | | | | |"
+		return "n/a: no HTTP/2 | | | | | |"
 	}
 	if s.err != "" {
-		return "error: " + strings.ReplaceAll(firstLine(s.err), "|", "/") + " | | | | | | |"
+		return "error: " + strings.ReplaceAll(firstLine(s.err), "|", "/") + " | | | | | |"
 	}
 	ratio := ""
 	if direct != nil {
