@@ -2,6 +2,7 @@ package audit
 
 import (
 	"fmt"
+	"time"
 )
 
 // writer is the goroutine that owns the end of the chain. It alone assigns
@@ -15,10 +16,19 @@ type writer struct {
 	seq  uint64 // seq of the last record written
 	prev string // hash of the last record written
 
-	batch      []request // reused between commits
-	buf        []byte    // the lines of one commit, reused
-	headFailed bool      // the last head write failed; logged once per outage
+	batch       []request // reused between commits
+	buf         []byte    // the lines of one commit, reused
+	headFailed  bool      // the last head write failed; logged once per outage
+	headPending bool      // records were committed since the head was written
+	headAt      time.Time // when the head was last written
 }
+
+// headEvery bounds how often the head file is replaced under load. The
+// head only guards against truncation of the log's tail, and replacing it
+// (write, fsync, rename) costs more than the batch it follows, so under a
+// steady stream of records it trails the log by at most this long. A batch
+// with a record someone waits for (AppendSync), and Close, always write it.
+const headEvery = 250 * time.Millisecond
 
 // run commits batches until Close closes the queue and it is drained.
 func (w *writer) run() {
@@ -29,6 +39,9 @@ func (w *writer) run() {
 		if len(batch) > 0 {
 			w.commit(batch)
 		}
+		if w.headPending && (!open || time.Since(w.headAt) >= headEvery) {
+			w.updateHead()
+		}
 		if !open {
 			return
 		}
@@ -38,9 +51,23 @@ func (w *writer) run() {
 // collect waits for one request, then takes whatever else is queued, up to
 // maxBatch, without waiting. Records that arrive while a commit's fsync
 // runs are thus taken together by the next one: that is the group commit.
-// It reports false once the queue is closed and empty.
+// It reports false once the queue is closed and empty. While a head update
+// is pending it waits no longer than until the update is due, returning an
+// empty batch then.
 func (w *writer) collect() ([]request, bool) {
-	req, ok := <-w.l.queue
+	var due <-chan time.Time
+	if w.headPending {
+		t := time.NewTimer(headEvery - time.Since(w.headAt))
+		defer t.Stop()
+		due = t.C
+	}
+	var req request
+	var ok bool
+	select {
+	case req, ok = <-w.l.queue:
+	case <-due:
+		return w.batch[:0], true
+	}
 	if !ok {
 		return nil, false
 	}
@@ -76,8 +103,23 @@ func (w *writer) commit(batch []request) {
 	}
 
 	w.seq, w.prev = seq, prev
+	w.headPending = true
+	if waited(batch) {
+		// Someone waits for durability: the head names the record before
+		// they are told, so truncating it away is caught.
+		w.updateHead()
+	}
 	notify(batch, nil)
-	w.updateHead()
+}
+
+// waited reports whether a request of batch waits for its outcome.
+func waited(batch []request) bool {
+	for _, req := range batch {
+		if req.done != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // chain gives each record of batch its seq, prev and hash, appends its line
@@ -124,6 +166,7 @@ func (w *writer) write() error {
 // an older head, which weakens only truncation detection, so it is logged
 // and the log carries on.
 func (w *writer) updateHead() {
+	w.headPending, w.headAt = false, time.Now()
 	err := writeHead(w.l.headPath, w.c, w.seq, w.prev)
 	switch {
 	case err != nil && !w.headFailed:

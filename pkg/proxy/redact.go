@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/hex"
+	"errors"
 	"io"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 )
 
 // minRedactLen is the shortest secret that is redacted.
@@ -124,17 +126,24 @@ func (r *redactor) headers(h http.Header) {
 // atEOF, if not nil, runs when the body is exhausted (trailers arrive
 // then).
 func (r *redactor) body(rc io.ReadCloser, atEOF func()) io.ReadCloser {
-	return &redactingBody{rc: rc, red: r, buf: make([]byte, redactChunk), atEOF: atEOF}
+	return &redactingBody{rc: rc, red: r, buf: chunkPool.Get().(*[]byte), atEOF: atEOF}
 }
+
+// chunkPool holds the read buffers of redacted bodies: one per response
+// otherwise, and most responses are small.
+var chunkPool = sync.Pool{New: func() any {
+	b := make([]byte, redactChunk)
+	return &b
+}}
 
 type redactingBody struct {
 	rc    io.ReadCloser
 	red   *redactor
 	atEOF func()
-	buf   []byte
-	in    []byte // read, not yet searched to the end
-	out   []byte // redacted, not yet returned
-	err   error  // the underlying reader's final error, io.EOF included
+	buf   *[]byte // from chunkPool; returned by Close
+	in    []byte  // read, not yet searched to the end
+	out   []byte  // redacted, not yet returned
+	err   error   // the underlying reader's final error, io.EOF included
 }
 
 func (b *redactingBody) Read(p []byte) (int, error) {
@@ -150,8 +159,11 @@ func (b *redactingBody) Read(p []byte) (int, error) {
 			b.out, b.in = b.red.replaceAll(b.in), nil
 			continue
 		}
-		n, err := b.rc.Read(b.buf)
-		b.in = append(b.in, b.buf[:n]...)
+		if b.buf == nil {
+			return 0, errBodyClosed
+		}
+		n, err := b.rc.Read(*b.buf)
+		b.in = append(b.in, (*b.buf)[:n]...)
 		b.err = err
 		b.process()
 	}
@@ -203,4 +215,13 @@ func (r *redactor) partial(b []byte) int {
 	return 0
 }
 
-func (b *redactingBody) Close() error { return b.rc.Close() }
+// errBodyClosed is returned by reads after Close.
+var errBodyClosed = errors.New("redacted body closed")
+
+func (b *redactingBody) Close() error {
+	if b.buf != nil {
+		chunkPool.Put(b.buf)
+		b.buf = nil
+	}
+	return b.rc.Close()
+}
