@@ -104,10 +104,10 @@ func start(t testing.TB, n int, withTLS bool) *Cluster {
 			"--initial-cluster", strings.Join(initial, ","),
 			"--initial-cluster-state", "new",
 			"--initial-cluster-token", token,
-			// Faster than the defaults (100/1000 ms), so failover tests
-			// elect a new leader quickly; loopback has no latency to absorb.
-			"--heartbeat-interval", "50",
-			"--election-timeout", "500",
+			// etcd's defaults, spelled out: shorter timeouts elect faster
+			// but flap on a loaded two-core machine under -race.
+			"--heartbeat-interval", "100",
+			"--election-timeout", "1000",
 		}
 		if c.TLS != nil {
 			m.args = append(m.args,

@@ -54,8 +54,9 @@
 // put back an older head saved earlier, or truncate the log right after
 // keygated replaced the head; neither is detectable from the files alone.
 // Nor can the files show that a whole log and head pair were replaced by an
-// older copy. Shipping records off the host as they are written (a future
-// Log implementation) is what closes those gaps.
+// older copy. Shipping records off the host as they are written is what
+// closes those gaps: the Etcd log (etcd.go) keeps one such chain per host
+// in the fleet's etcd cluster, in the same line format.
 //
 // # Durability and crash repair
 //

@@ -38,6 +38,15 @@ func readHead(path string, c *chainer) (head, error) {
 		return head{}, fmt.Errorf("read audit head: %w", err)
 	}
 
+	h, fail := parseHead(b, c)
+	if fail != nil {
+		return head{}, fail
+	}
+	return h, nil
+}
+
+// parseHead decodes and authenticates an encoded head.
+func parseHead(b []byte, c *chainer) (head, *Failure) {
 	var h head
 	if err := json.Unmarshal(b, &h); err != nil {
 		return head{}, &Failure{Reason: ReasonBadHead, Detail: err.Error()}
@@ -48,15 +57,24 @@ func readHead(path string, c *chainer) (head, error) {
 	return h, nil
 }
 
+// encodeHead returns the encoding of a head naming seq and recHash.
+func encodeHead(c *chainer, seq uint64, recHash string) ([]byte, error) {
+	b, err := json.Marshal(head{Seq: seq, Hash: recHash, MAC: c.headHash(seq, recHash)})
+	if err != nil {
+		return nil, fmt.Errorf("encode audit head: %w", err)
+	}
+	return b, nil
+}
+
 // writeHead replaces the head file at path with one naming seq and hash.
 // The new content is fsynced before the rename, so after a crash the head
 // is the old one or the new one, never a torn mix. The directory is not
 // fsynced: losing the rename in a power cut leaves an older head, which
 // still names a record the log holds, so only detection is weakened.
 func writeHead(path string, c *chainer, seq uint64, recHash string) error {
-	b, err := json.Marshal(head{Seq: seq, Hash: recHash, MAC: c.headHash(seq, recHash)})
+	b, err := encodeHead(c, seq, recHash)
 	if err != nil {
-		return fmt.Errorf("encode audit head: %w", err)
+		return err
 	}
 
 	tmp := path + tmpSuffix

@@ -63,6 +63,7 @@ type Record struct {
 	Reason     string    `json:"reason,omitempty"`      // why a request or name was denied
 	Detail     string    `json:"detail,omitempty"`      // anything else; no secrets
 	DurationMS int64     `json:"duration_ms,omitempty"` // how long the request took
+	Node       string    `json:"node,omitempty"`        // host chain in an Etcd log; set by it, "" in a File
 	Prev       string    `json:"prev"`                  // hash of the previous record; set by the log
 	Hash       string    `json:"hash,omitempty"`        // this record's hash; set by the log
 }
@@ -72,7 +73,7 @@ type Record struct {
 // query values never reach the disk even by mistake. It also makes sure the
 // record decodes back to itself, which the verifier relies on.
 func (r Record) normalize(now time.Time) Record {
-	r.Seq, r.Prev, r.Hash = 0, "", ""
+	r.Seq, r.Node, r.Prev, r.Hash = 0, "", "", ""
 	if r.Time.IsZero() {
 		r.Time = now
 	}

@@ -24,6 +24,8 @@ const (
 	ReasonHeadMismatch    Reason = "record differs from the one its head names"
 	ReasonBadHead         Reason = "head file does not verify"
 	ReasonNoHead          Reason = "head file missing"
+	ReasonWrongChain      Reason = "record belongs to another host's chain"
+	ReasonBeyondHead      Reason = "records beyond the head"
 )
 
 // Report is the outcome of verifying a log.
@@ -45,6 +47,9 @@ type Failure struct {
 	Line   int    `json:"line"`
 	Reason Reason `json:"reason"`
 	Detail string `json:"detail,omitempty"` // specifics, such as the seq found
+	// Chain names the host chain that failed in a log of several (Etcd);
+	// "" for a File.
+	Chain string `json:"chain,omitempty"`
 }
 
 // Error describes the failure; it lets a *Failure pass through functions

@@ -25,9 +25,11 @@ const (
 	DefaultEtcdGrace       = 30 * time.Second
 )
 
-// etcdRequestTimeout bounds one request to etcd, and the wait for this
-// host's view to show a change it committed.
-const etcdRequestTimeout = 5 * time.Second
+// etcdRequestTimeout bounds a write, retries during a leader election
+// included, with the wait for this host's view to show it; and one read.
+// etcd itself gives up on a proposal after about 5 s plus two election
+// timeouts.
+const etcdRequestTimeout = 10 * time.Second
 
 // Keys of the engine's structured log records.
 const (
@@ -287,6 +289,11 @@ func (s *Etcd) checkKey(ctx context.Context) error {
 	}
 	return nil
 }
+
+// Client returns the store's etcd connection, for others that keep data in
+// the same cluster, such as the fleet audit log (audit.OpenEtcd). It is
+// closed by Close.
+func (s *Etcd) Client() *clientv3.Client { return s.client }
 
 // Engine names the fleet engine in status output.
 func (s *Etcd) Engine() string { return "etcd" }
