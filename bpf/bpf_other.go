@@ -21,6 +21,9 @@ func (*CgroupCapture) TakeConn(netip.AddrPort) (OrigDst, error) {
 // Counters reports ErrNotSupported.
 func (*CgroupCapture) Counters() (map[string]uint64, error) { return nil, ErrNotSupported }
 
+// DenyEvents reports ErrNotSupported.
+func (*CgroupCapture) DenyEvents() (*EventReader, error) { return nil, ErrNotSupported }
+
 // Unpin reports ErrNotSupported.
 func (*CgroupCapture) Unpin() error { return ErrNotSupported }
 
@@ -51,8 +54,20 @@ func (*Guard) SetSteerSockets(SteerSockets) error { return ErrNotSupported }
 // SteerCounters reports ErrNotSupported.
 func (*Guard) SteerCounters() (map[string]uint64, error) { return nil, ErrNotSupported }
 
+// DenyEvents reports ErrNotSupported.
+func (*Guard) DenyEvents() (*EventReader, error) { return nil, ErrNotSupported }
+
 // Unpin reports ErrNotSupported.
 func (*Guard) Unpin() error { return ErrNotSupported }
 
 // Close does nothing.
 func (*Guard) Close() error { return nil }
+
+// EventReader is unavailable on this system.
+type EventReader struct{}
+
+// Read reports ErrNotSupported.
+func (*EventReader) Read() (DenyEvent, error) { return DenyEvent{}, ErrNotSupported }
+
+// Close does nothing.
+func (*EventReader) Close() error { return nil }

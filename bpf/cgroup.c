@@ -21,6 +21,8 @@
 //                  a sandbox socket sends must be addressed to the proxy,
 //                  the resolver or loopback, whatever the hooks above did.
 //
+// Every refusal and every drop is also reported in deny_events (events.h).
+//
 // None of these see AF_PACKET sockets, which bypass the IP stack; the veth
 // guard (guard.c) stops those.
 //
@@ -34,6 +36,7 @@
 #include <bpf/bpf_endian.h>
 
 #include "addr.h"
+#include "events.h"
 
 char __license[] SEC("license") = "Dual MIT/GPL";
 
@@ -98,6 +101,7 @@ enum reason {
 	REASON_SKB_DROP_V4,          // cgroup_skb: IPv4 packet to anywhere else
 	REASON_SKB_DROP_V6,          // cgroup_skb: IPv6 packet to anywhere else
 	REASON_SKB_DROP_OTHER_PROTO, // cgroup_skb: neither IPv4 nor IPv6
+	REASON_EVENT_LOST,           // any: deny_events full, a denial unreported
 	REASON_MAX,
 };
 
@@ -130,12 +134,63 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } counters SEC(".maps");
 
+// Refusals and drops (struct deny_event), for the agent's audit. Pinned,
+// so what happens while no agent runs waits for the next one, as far as
+// it fits.
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, DENY_EVENTS_SIZE);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} deny_events SEC(".maps");
+
 // count is not inlined so that enum reason reaches BTF, where bpf2go finds it.
 static __noinline void count(enum reason reason)
 {
 	__u64 *n = bpf_map_lookup_elem(&counters, &reason);
 	if (n)
 		*n += 1;
+}
+
+// deny refuses the connect() or sendmsg() ctx is for (it fails EPERM),
+// counting and reporting it. family is the hook's, dst the destination the
+// socket asked for, IPv4 v4-mapped: a sock_addr program may read only its
+// own family's user_ip fields, so the hook passes them.
+static __noinline int deny(struct bpf_sock_addr *ctx, enum reason reason, __u8 family,
+			   __u32 *dst)
+{
+	count(reason);
+	struct deny_event *ev = event_reserve(&deny_events, reason);
+	if (!ev) {
+		count(REASON_EVENT_LOST);
+		return 0;
+	}
+
+	struct bpf_sock *sk = ctx->sk;
+	__u32 src[4];
+	if (sk->family == AF_INET6)
+		ip6_copy(src, sk->src_ip6);
+	else
+		ip6_set_v4mapped(src, sk->src_ip4);
+
+	ev->cgroup_id = bpf_get_current_cgroup_id();
+	ev->family = family;
+	// IPPROTO_MPTCP (262) is the one socket protocol without an IP number.
+	ev->l4proto = ctx->protocol <= 0xff ? ctx->protocol : IPPROTO_RAW;
+	__builtin_memcpy(ev->dst, dst, sizeof(ev->dst));
+	ev->dport = bpf_ntohs(ctx->user_port);
+	__builtin_memcpy(ev->src, src, sizeof(ev->src));
+	ev->sport = sk->src_port; // 0 until bound
+	event_submit(ev);
+	return 0;
+}
+
+// deny4 is deny for the AF_INET hooks.
+static __always_inline int deny4(struct bpf_sock_addr *ctx, enum reason reason)
+{
+	__u32 dst[4];
+
+	ip6_set_v4mapped(dst, ctx->user_ip4);
+	return deny(ctx, reason, AF_INET, dst);
 }
 
 static __always_inline int is_tcp(struct bpf_sock_addr *ctx)
@@ -191,8 +246,7 @@ static __always_inline int redirect6(struct bpf_sock_addr *ctx, __u32 *orig, __u
 		ip6_copy(svc, ip6);
 		port4 = port6;
 	} else {
-		count(REASON_DENY_NO_IP6);
-		return 0;
+		return deny(ctx, REASON_DENY_NO_IP6, AF_INET6, orig);
 	}
 	remember(ctx, orig);
 	ip6_copy(ctx->user_ip6, svc);
@@ -222,8 +276,7 @@ int kg_connect4(struct bpf_sock_addr *ctx)
 
 	// Non-DNS UDP (QUIC included), ping sockets, MPTCP and anything else:
 	// connect() fails EPERM.
-	count(is_udp(ctx) ? REASON_DENY_UDP : REASON_DENY_OTHER);
-	return 0;
+	return deny4(ctx, is_udp(ctx) ? REASON_DENY_UDP : REASON_DENY_OTHER);
 }
 
 // kg_connect6 mirrors kg_connect4 for AF_INET6 sockets. A dual-stack socket
@@ -254,8 +307,7 @@ int kg_connect6(struct bpf_sock_addr *ctx)
 		return redirect6(ctx, dst, proxy_ip4, proxy_port, proxy_ip6, proxy6_port,
 				 REASON_TCP_REDIRECT6);
 
-	count(is_udp(ctx) ? REASON_DENY_UDP6 : REASON_DENY_OTHER6);
-	return 0;
+	return deny(ctx, is_udp(ctx) ? REASON_DENY_UDP6 : REASON_DENY_OTHER6, AF_INET6, dst);
 }
 
 SEC("cgroup/sendmsg4")
@@ -269,8 +321,7 @@ int kg_sendmsg4(struct bpf_sock_addr *ctx)
 		return 1;
 	}
 
-	count(REASON_DENY_UDP);
-	return 0;
+	return deny4(ctx, REASON_DENY_UDP);
 }
 
 // kg_sendmsg6 handles unconnected sends on AF_INET6 UDP sockets. It never
@@ -287,10 +338,8 @@ int kg_sendmsg6(struct bpf_sock_addr *ctx)
 
 	ip6_copy(dst, ctx->user_ip6);
 
-	if (ip6_is_v4mapped(dst)) {
-		count(REASON_DENY_UDP6);
-		return 0;
-	}
+	if (ip6_is_v4mapped(dst))
+		return deny(ctx, REASON_DENY_UDP6, AF_INET6, dst);
 	if (bpf_ntohs(ctx->user_port) == DNS_PORT)
 		return redirect6(ctx, dst, dns_ip4, dns_port, dns_ip6, dns6_port,
 				 REASON_DNS_REDIRECT6);
@@ -299,8 +348,7 @@ int kg_sendmsg6(struct bpf_sock_addr *ctx)
 		return 1;
 	}
 
-	count(REASON_DENY_UDP6);
-	return 0;
+	return deny(ctx, REASON_DENY_UDP6, AF_INET6, dst);
 }
 
 SEC("cgroup/recvmsg4")

@@ -20,6 +20,22 @@ type cgroupConnKey struct {
 	Pad  uint16
 }
 
+type cgroupDenyEvent struct {
+	_        structs.HostLayout
+	KtimeNs  uint64
+	CgroupId uint64
+	Ifindex  uint32
+	Reason   uint16
+	Family   uint8
+	L4proto  uint8
+	Dst      [16]uint8
+	Dport    uint16
+	Src      [16]uint8
+	Sport    uint16
+	Steer    uint8
+	Pad      [3]uint8
+}
+
 type cgroupOrigDst struct {
 	_        structs.HostLayout
 	CgroupId uint64
@@ -54,7 +70,8 @@ const (
 	cgroupReasonREASON_SKB_DROP_V4          cgroupReason = 20
 	cgroupReasonREASON_SKB_DROP_V6          cgroupReason = 21
 	cgroupReasonREASON_SKB_DROP_OTHER_PROTO cgroupReason = 22
-	cgroupReasonREASON_MAX                  cgroupReason = 23
+	cgroupReasonREASON_EVENT_LOST           cgroupReason = 23
+	cgroupReasonREASON_MAX                  cgroupReason = 24
 )
 
 // Names of all BPF objects in the ELF.
@@ -63,6 +80,7 @@ const (
 const (
 	cgroupMapConnDst         = "conn_dst"
 	cgroupMapCounters        = "counters"
+	cgroupMapDenyEvents      = "deny_events"
 	cgroupMapSockDst         = "sock_dst"
 	cgroupProgKgConnect4     = "kg_connect4"
 	cgroupProgKgConnect6     = "kg_connect6"
@@ -145,9 +163,10 @@ type cgroupProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type cgroupMapSpecs struct {
-	ConnDst  *ebpf.MapSpec `ebpf:"conn_dst"`
-	Counters *ebpf.MapSpec `ebpf:"counters"`
-	SockDst  *ebpf.MapSpec `ebpf:"sock_dst"`
+	ConnDst    *ebpf.MapSpec `ebpf:"conn_dst"`
+	Counters   *ebpf.MapSpec `ebpf:"counters"`
+	DenyEvents *ebpf.MapSpec `ebpf:"deny_events"`
+	SockDst    *ebpf.MapSpec `ebpf:"sock_dst"`
 }
 
 // cgroupVariableSpecs contains global variables before they are loaded into the kernel.
@@ -185,15 +204,17 @@ func (o *cgroupObjects) Close() error {
 //
 // It can be passed to loadCgroupObjects or ebpf.CollectionSpec.LoadAndAssign.
 type cgroupMaps struct {
-	ConnDst  *ebpf.Map `ebpf:"conn_dst"`
-	Counters *ebpf.Map `ebpf:"counters"`
-	SockDst  *ebpf.Map `ebpf:"sock_dst"`
+	ConnDst    *ebpf.Map `ebpf:"conn_dst"`
+	Counters   *ebpf.Map `ebpf:"counters"`
+	DenyEvents *ebpf.Map `ebpf:"deny_events"`
+	SockDst    *ebpf.Map `ebpf:"sock_dst"`
 }
 
 func (m *cgroupMaps) Close() error {
 	return _CgroupClose(
 		m.ConnDst,
 		m.Counters,
+		m.DenyEvents,
 		m.SockDst,
 	)
 }

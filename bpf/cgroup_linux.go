@@ -26,8 +26,9 @@ type CgroupCapture struct {
 // addresses compiled in. Nothing is attached until Attach.
 //
 // With cfg.PinDir set, the maps holding live state (sock_dst, conn_dst,
-// counters) are pinned there, and maps pinned by an earlier load are
-// reused, so redirected sockets and counters survive an agent restart. A
+// counters, and the deny_events ring) are pinned there, and maps pinned by
+// an earlier load are reused, so redirected sockets, counters and unread
+// events survive an agent restart. A
 // pinned map this version cannot use (an upgrade changed its layout) is
 // replaced by a fresh, empty one: sockets redirected before the upgrade
 // then lose their recorded destination, and TakeConn and getpeername fail

@@ -7,7 +7,7 @@
 // It sees IP packets after the socket hooks have rewritten their
 // destinations, so legitimately captured traffic is already addressed to a
 // service; anything else got past the hooks (raw sockets, a detached hook, a
-// kernel path the hooks do not cover) and is dropped.
+// kernel path the hooks do not cover) and is dropped, counted and reported.
 
 #ifndef KEYGATE_CGROUP_SKB_H
 #define KEYGATE_CGROUP_SKB_H
@@ -19,12 +19,24 @@
 #define ICMPV6_ROUTER_SOLICIT 133
 #define ICMPV6_NEIGH_SOLICIT 135
 #define ICMPV6_NEIGH_ADVERT 136
-#define IP_OFFMASK 0x1fff
 
-struct l4_ports {
-	__be16 source;
-	__be16 dest;
-};
+// skb_drop drops skb for reason, counting and reporting it. The event
+// names the cgroup of the packet's socket, which is not always the current
+// task's (a TCP retransmission runs from a timer).
+static __noinline int skb_drop(struct __sk_buff *skb, enum reason reason)
+{
+	count(reason);
+	struct deny_event *ev = event_reserve(&deny_events, reason);
+	if (!ev) {
+		count(REASON_EVENT_LOST);
+		return 0;
+	}
+	ev->cgroup_id = bpf_skb_cgroup_id(skb);
+	// cgroup_skb programs see the packet from its IP header on.
+	event_packet(skb, 0, ev);
+	event_submit(ev);
+	return 0;
+}
 
 // is_service_port reports whether proto/port is what the service at addr
 // listens on: the proxy takes TCP, the resolver TCP and UDP.
@@ -65,8 +77,7 @@ static __always_inline int skb_egress4(struct __sk_buff *skb)
 	count(REASON_SKB_PASS_SERVICE);
 	return 1;
 drop:
-	count(REASON_SKB_DROP_V4);
-	return 0;
+	return skb_drop(skb, REASON_SKB_DROP_V4);
 }
 
 // is_nd reports whether the IPv6 packet is neighbour discovery the
@@ -129,8 +140,7 @@ static __always_inline int skb_egress6(struct __sk_buff *skb)
 	count(REASON_SKB_PASS_SERVICE);
 	return 1;
 drop:
-	count(REASON_SKB_DROP_V6);
-	return 0;
+	return skb_drop(skb, REASON_SKB_DROP_V6);
 }
 
 SEC("cgroup_skb/egress")
@@ -142,8 +152,7 @@ int kg_skb_egress(struct __sk_buff *skb)
 	if (skb->protocol == bpf_htons(ETH_P_IPV6))
 		return skb_egress6(skb);
 
-	count(REASON_SKB_DROP_OTHER_PROTO);
-	return 0;
+	return skb_drop(skb, REASON_SKB_DROP_OTHER_PROTO);
 }
 
 #endif // KEYGATE_CGROUP_SKB_H

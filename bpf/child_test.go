@@ -38,7 +38,14 @@ type childResult struct {
 const (
 	childSockets = "sockets" // the socket battery of TestSocketHooks
 	childConnect = "connect" // one TCP connect, for the pinning tests
+	childDenied  = "denied"  // what the programs refuse, for TestDenyEventsCgroup
+	childFlood   = "flood"   // floodCount refused sends, likewise
+	childTCP6    = "tcp6"    // one IPv6 TCP connect, for TestDenyEventsNoIP6
 )
+
+// floodCount is how many datagrams the flood mode sends, more than a deny
+// event ring holds (3640).
+const floodCount = 5000
 
 // Environment of the sockets mode: the loopback listeners' ports.
 const (
@@ -62,6 +69,12 @@ func childMain(mode string) int {
 		results = socketBattery()
 	case childConnect:
 		results = []childResult{tcpOp("tcp4", unix.AF_INET, "198.51.100.7:443")}
+	case childDenied:
+		results = deniedBattery()
+	case childTCP6:
+		results = []childResult{tcpOp("tcp6", unix.AF_INET6, "[2001:db8::7]:443")}
+	case childFlood:
+		results = []childResult{floodOp("flood", floodCount, "198.51.100.7:9999")}
 	default:
 		fmt.Fprintln(os.Stderr, "child: unknown mode", mode)
 		return 2
@@ -88,6 +101,20 @@ func socketBattery() []childResult {
 		udpOp("udp6 dns", unix.AF_INET6, "[2001:db8::53]:53", false),
 		udpOp("udp6 v4-mapped dns", unix.AF_INET6, "[::ffff:198.51.100.7]:53", false),
 		udpOp("udp6 other", unix.AF_INET6, "[2001:db8::7]:9999", false),
+		rawOp("raw icmp4", unix.AF_INET, unix.IPPROTO_ICMP, testService4),
+		rawOp("raw icmp6", unix.AF_INET6, unix.IPPROTO_ICMPV6, testService6),
+	}
+}
+
+// deniedBattery is one of each refusal the cgroup programs report, in the
+// order of TestDenyEventsCgroup's expectations.
+func deniedBattery() []childResult {
+	return []childResult{
+		udpOp("udp4 other", unix.AF_INET, "198.51.100.7:9999", false),
+		udpOp("udp4 connected other", unix.AF_INET, "198.51.100.7:9999", true),
+		udpOp("udp6 other", unix.AF_INET6, "[2001:db8::7]:9999", false),
+		pingOp("ping4", unix.AF_INET, unix.IPPROTO_ICMP, "198.51.100.7:0"),
+		pingOp("ping6", unix.AF_INET6, unix.IPPROTO_ICMPV6, "[2001:db8::7]:0"),
 		rawOp("raw icmp4", unix.AF_INET, unix.IPPROTO_ICMP, testService4),
 		rawOp("raw icmp6", unix.AF_INET6, unix.IPPROTO_ICMPV6, testService6),
 	}
@@ -176,6 +203,42 @@ func rawOp(name string, family, proto int, dst string) childResult {
 		return r.fail(err)
 	}
 	return r
+}
+
+// pingOp connects an ICMP datagram ("ping") socket to dst. It needs the
+// namespace's net.ipv4.ping_group_range to include the child's group.
+func pingOp(name string, family, proto int, dst string) childResult {
+	r := childResult{Name: name}
+	fd, err := socket(family, unix.SOCK_DGRAM, proto)
+	if err != nil {
+		return r.fail(err)
+	}
+	defer unix.Close(fd)
+
+	if err := unix.Connect(fd, sockaddr(family, dst)); err != nil {
+		return r.fail(err)
+	}
+	return r
+}
+
+// floodOp sends n datagrams to dst from one UDP socket and reports the
+// error of the first send that did not fail EPERM, or EPERM.
+func floodOp(name string, n int, dst string) childResult {
+	r := childResult{Name: name}
+	fd, err := socket(unix.AF_INET, unix.SOCK_DGRAM, 0)
+	if err != nil {
+		return r.fail(err)
+	}
+	defer unix.Close(fd)
+
+	sa := sockaddr(unix.AF_INET, dst)
+	for i := range n {
+		err := unix.Sendto(fd, []byte("flood"), 0, sa)
+		if err != unix.EPERM {
+			return r.fail(fmt.Errorf("send %d: %v", i, err))
+		}
+	}
+	return r.fail(unix.EPERM)
 }
 
 // net0 makes an address with port 0 for a raw socket.

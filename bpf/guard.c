@@ -16,7 +16,8 @@
 //                           so the host learns of unreachable ports and the
 //                           like.
 //
-// Everything else is dropped and counted by reason. The guard passes with
+// Everything else is dropped, counted by reason, and reported in
+// guard_deny_events (events.h), for the agent's audit. The guard passes with
 // TCX_NEXT rather than TCX_PASS, so a program attached after it still has a
 // say, and a program that must act first attaches before it: the steering
 // program of the tc capture mode (steer.h, included at the end so that it
@@ -31,12 +32,12 @@
 #include <bpf/bpf_endian.h>
 
 #include "addr.h"
+#include "events.h"
 
 char __license[] SEC("license") = "Dual MIT/GPL";
 
 #define MAX_VETHS 4096
 #define LIBBPF_PIN_BY_NAME 1
-#define IP_OFFMASK 0x1fff
 
 // tcx verdicts (enum tcx_action_base, Linux 6.6); Debian's 6.1 UAPI headers
 // lack them.
@@ -96,6 +97,7 @@ enum reason {
 	REASON_DROP_MALFORMED,       // header truncated or inconsistent
 	REASON_DROP_LINK_LOCAL,      // link-scope IPv6 other than ND (MLD, mDNS)
 	REASON_DROP_ND_ROUTER,       // router advertisement or redirect
+	REASON_EVENT_LOST,           // guard or steering: a drop unreported, ring full
 	REASON_MAX,
 };
 
@@ -118,18 +120,23 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } guard_counters SEC(".maps");
 
-// verdict is not inlined so that enum reason reaches BTF, where bpf2go finds
+// Frames the guard and the steering program drop (struct deny_event), for
+// the agent's audit. Pinned, like the cgroup programs' deny_events, whose
+// name it must not share: the two may be pinned in one directory.
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, DENY_EVENTS_SIZE);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} guard_deny_events SEC(".maps");
+
+// count is not inlined so that enum reason reaches BTF, where bpf2go finds
 // it.
-static __noinline int verdict(enum reason reason, int action)
+static __noinline void count(enum reason reason)
 {
 	__u64 *n = bpf_map_lookup_elem(&guard_counters, &reason);
 	if (n)
 		*n += 1;
-	return action;
 }
-
-#define pass(reason) verdict(reason, TCX_NEXT)
-#define drop(reason) verdict(reason, TCX_DROP)
 
 // arp_eth is an ARP packet for IPv4 over Ethernet (RFC 826).
 struct arp_eth {
@@ -144,6 +151,57 @@ struct arp_eth {
 	__u8 tip[4];
 } __attribute__((packed));
 
+// event_arp fills in ev from the ARP packet in skb: the sender's and
+// target's addresses, if it is ARP for IPv4 over Ethernet.
+static __always_inline void event_arp(struct __sk_buff *skb, struct deny_event *ev)
+{
+	struct arp_eth arp;
+	__u32 ip4;
+
+	ev->family = EVENT_FAMILY_ARP;
+	if (bpf_skb_load_bytes(skb, ETH_HLEN, &arp, sizeof(arp)) < 0)
+		return;
+	if (arp.hln != ETH_ALEN || arp.pln != 4)
+		return;
+	__builtin_memcpy(&ip4, arp.sip, sizeof(ip4));
+	event_ip4(ev->src, ip4);
+	__builtin_memcpy(&ip4, arp.tip, sizeof(ip4));
+	event_ip4(ev->dst, ip4);
+}
+
+// report puts the frame in skb, dropped for reason, in guard_deny_events:
+// a drop of the guard's, or with steer set one of the steering program's.
+static __noinline void report(struct __sk_buff *skb, __u16 reason, __u8 steer)
+{
+	struct deny_event *ev = event_reserve(&guard_deny_events, reason);
+	if (!ev) {
+		count(REASON_EVENT_LOST);
+		return;
+	}
+	ev->ifindex = skb->ifindex;
+	ev->steer = steer;
+	if (skb->protocol == bpf_htons(ETH_P_ARP))
+		event_arp(skb, ev);
+	else
+		event_packet(skb, ETH_HLEN, ev);
+	event_submit(ev);
+}
+
+// pass passes the frame on to the next program (TCX_NEXT), counting reason.
+static __always_inline int pass(enum reason reason)
+{
+	count(reason);
+	return TCX_NEXT;
+}
+
+// drop drops the frame for reason, counting and reporting it.
+static __always_inline int drop(struct __sk_buff *skb, enum reason reason)
+{
+	count(reason);
+	report(skb, reason, 0);
+	return TCX_DROP;
+}
+
 // guard_arp passes ARP whose sender is the sandbox's address, or 0.0.0.0
 // for a duplicate address probe: a sandbox may not claim anyone else's
 // address in the host's neighbour table.
@@ -153,14 +211,14 @@ static __always_inline int guard_arp(struct __sk_buff *skb, struct veth_cfg *cfg
 	__u32 sip;
 
 	if (bpf_skb_load_bytes(skb, ETH_HLEN, &arp, sizeof(arp)) < 0)
-		return drop(REASON_DROP_MALFORMED);
+		return drop(skb, REASON_DROP_MALFORMED);
 	if (arp.hrd != bpf_htons(ARPHRD_ETHER) || arp.pro != bpf_htons(ETH_P_IP) ||
 	    arp.hln != ETH_ALEN || arp.pln != 4)
-		return drop(REASON_DROP_MALFORMED);
+		return drop(skb, REASON_DROP_MALFORMED);
 
 	__builtin_memcpy(&sip, arp.sip, sizeof(sip));
 	if (sip != 0 && !((cfg->flags & VETH_SANDBOX4) && sip == cfg->sandbox_ip4))
-		return drop(REASON_DROP_SPOOFED_SOURCE);
+		return drop(skb, REASON_DROP_SPOOFED_SOURCE);
 	return pass(REASON_PASS_ARP);
 }
 
@@ -170,13 +228,13 @@ static __always_inline int guard_ip4(struct __sk_buff *skb, struct veth_cfg *cfg
 	__u8 icmp_type;
 
 	if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) < 0)
-		return drop(REASON_DROP_MALFORMED);
+		return drop(skb, REASON_DROP_MALFORMED);
 	if (ip.version != 4 || ip.ihl < 5)
-		return drop(REASON_DROP_MALFORMED);
+		return drop(skb, REASON_DROP_MALFORMED);
 
 	// The proxy and the resolver tell sandboxes apart by source address.
 	if (!(cfg->flags & VETH_SANDBOX4) || ip.saddr != cfg->sandbox_ip4)
-		return drop(REASON_DROP_SPOOFED_SOURCE);
+		return drop(skb, REASON_DROP_SPOOFED_SOURCE);
 
 	if (have_service4 && ip.daddr == service_ip4)
 		return pass(REASON_PASS_SERVICE);
@@ -184,12 +242,12 @@ static __always_inline int guard_ip4(struct __sk_buff *skb, struct veth_cfg *cfg
 	if ((cfg->flags & VETH_HOST4) && ip.daddr == cfg->host_ip4 &&
 	    ip.protocol == IPPROTO_ICMP && !(bpf_ntohs(ip.frag_off) & IP_OFFMASK)) {
 		if (bpf_skb_load_bytes(skb, ETH_HLEN + ip.ihl * 4, &icmp_type, 1) < 0)
-			return drop(REASON_DROP_MALFORMED);
+			return drop(skb, REASON_DROP_MALFORMED);
 		if (icmp_type == ICMP_DEST_UNREACH || icmp_type == ICMP_TIME_EXCEEDED ||
 		    icmp_type == ICMP_PARAMETERPROB)
 			return pass(REASON_PASS_ICMP_ERROR);
 	}
-	return drop(REASON_DROP_NOT_SERVICE);
+	return drop(skb, REASON_DROP_NOT_SERVICE);
 }
 
 // guard_nd judges an ICMPv6 router or neighbour solicitation or neighbour
@@ -197,7 +255,8 @@ static __always_inline int guard_ip4(struct __sk_buff *skb, struct veth_cfg *cfg
 // duplicate address detection, or from the sandbox's own address, and go
 // to link-local unicast, link-local-scope multicast, or the host end's
 // address (neighbour unreachability probes for the sandbox's gateway).
-static __always_inline int guard_nd(struct ipv6hdr *ip, struct veth_cfg *cfg)
+static __always_inline int guard_nd(struct __sk_buff *skb, struct ipv6hdr *ip,
+				    struct veth_cfg *cfg)
 {
 	__u32 *saddr = ip->saddr.in6_u.u6_addr32;
 	__u32 *daddr = ip->daddr.in6_u.u6_addr32;
@@ -205,13 +264,13 @@ static __always_inline int guard_nd(struct ipv6hdr *ip, struct veth_cfg *cfg)
 	// RFC 4861 requires 255, so the packet cannot have been forwarded;
 	// the host's ndisc drops anything else anyway.
 	if (ip->hop_limit != 255)
-		return drop(REASON_DROP_MALFORMED);
+		return drop(skb, REASON_DROP_MALFORMED);
 	if (!ip6_is_link_local(saddr) && !ip6_is_zero(saddr) &&
 	    !((cfg->flags & VETH_SANDBOX6) && ip6_eq(saddr, cfg->sandbox_ip6)))
-		return drop(REASON_DROP_SPOOFED_SOURCE);
+		return drop(skb, REASON_DROP_SPOOFED_SOURCE);
 	if (!ip6_is_link_local(daddr) && !ip6_is_link_mcast(daddr) &&
 	    !((cfg->flags & VETH_HOST6) && ip6_eq(daddr, cfg->host_ip6)))
-		return drop(REASON_DROP_NOT_SERVICE);
+		return drop(skb, REASON_DROP_NOT_SERVICE);
 	return pass(REASON_PASS_ND);
 }
 
@@ -221,20 +280,20 @@ static __always_inline int guard_ip6(struct __sk_buff *skb, struct veth_cfg *cfg
 	__u8 icmp_type = 0;
 
 	if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) < 0)
-		return drop(REASON_DROP_MALFORMED);
+		return drop(skb, REASON_DROP_MALFORMED);
 	if (ip.version != 6)
-		return drop(REASON_DROP_MALFORMED);
+		return drop(skb, REASON_DROP_MALFORMED);
 
 	if (ip.nexthdr == IPPROTO_ICMPV6) {
 		if (bpf_skb_load_bytes(skb, ETH_HLEN + sizeof(ip), &icmp_type, 1) < 0)
-			return drop(REASON_DROP_MALFORMED);
+			return drop(skb, REASON_DROP_MALFORMED);
 		if (icmp_type == ICMPV6_ROUTER_SOLICIT || icmp_type == ICMPV6_NEIGH_SOLICIT ||
 		    icmp_type == ICMPV6_NEIGH_ADVERT)
-			return guard_nd(&ip, cfg);
+			return guard_nd(skb, &ip, cfg);
 		// A sandbox is never the host's router: an advertisement could
 		// give the host a route into the sandbox.
 		if (icmp_type == ICMPV6_ROUTER_ADVERT || icmp_type == ICMPV6_REDIRECT)
-			return drop(REASON_DROP_ND_ROUTER);
+			return drop(skb, REASON_DROP_ND_ROUTER);
 	}
 
 	__u32 *saddr = ip.saddr.in6_u.u6_addr32;
@@ -243,9 +302,9 @@ static __always_inline int guard_ip6(struct __sk_buff *skb, struct veth_cfg *cfg
 	// Kernel chatter such as MLD reports, and mDNS: nothing keygate uses,
 	// and counted apart so it does not look like spoofing.
 	if (ip6_is_link_local(saddr) || ip6_is_zero(saddr))
-		return drop(REASON_DROP_LINK_LOCAL);
+		return drop(skb, REASON_DROP_LINK_LOCAL);
 	if (!(cfg->flags & VETH_SANDBOX6) || !ip6_eq(saddr, cfg->sandbox_ip6))
-		return drop(REASON_DROP_SPOOFED_SOURCE);
+		return drop(skb, REASON_DROP_SPOOFED_SOURCE);
 
 	if (have_service6 && ip6_eq(daddr, service_ip6))
 		return pass(REASON_PASS_SERVICE);
@@ -256,7 +315,7 @@ static __always_inline int guard_ip6(struct __sk_buff *skb, struct veth_cfg *cfg
 	if ((cfg->flags & VETH_HOST6) && ip6_eq(daddr, cfg->host_ip6) &&
 	    icmp_type >= 1 && icmp_type <= ICMPV6_PARAMPROB)
 		return pass(REASON_PASS_ICMP_ERROR);
-	return drop(REASON_DROP_NOT_SERVICE);
+	return drop(skb, REASON_DROP_NOT_SERVICE);
 }
 
 SEC("tcx/ingress")
@@ -267,12 +326,12 @@ int kg_guard_ingress(struct __sk_buff *skb)
 
 	// Attached, but not (or no longer) configured: fail closed.
 	if (!cfg)
-		return drop(REASON_DROP_UNKNOWN_VETH);
+		return drop(skb, REASON_DROP_UNKNOWN_VETH);
 
 	// The stack strips a VLAN tag before tc runs and would hand the
 	// packet to a VLAN device; skb->protocol is then the inner type.
 	if (skb->vlan_present)
-		return drop(REASON_DROP_OTHER_ETHERTYPE);
+		return drop(skb, REASON_DROP_OTHER_ETHERTYPE);
 
 	switch (skb->protocol) {
 	case bpf_htons(ETH_P_ARP):
@@ -282,7 +341,7 @@ int kg_guard_ingress(struct __sk_buff *skb)
 	case bpf_htons(ETH_P_IPV6):
 		return guard_ip6(skb, cfg);
 	}
-	return drop(REASON_DROP_OTHER_ETHERTYPE);
+	return drop(skb, REASON_DROP_OTHER_ETHERTYPE);
 }
 
 // The tc capture mode's steering program shares this file's maps.

@@ -13,6 +13,22 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type guardDenyEvent struct {
+	_        structs.HostLayout
+	KtimeNs  uint64
+	CgroupId uint64
+	Ifindex  uint32
+	Reason   uint16
+	Family   uint8
+	L4proto  uint8
+	Dst      [16]uint8
+	Dport    uint16
+	Src      [16]uint8
+	Sport    uint16
+	Steer    uint8
+	Pad      [3]uint8
+}
+
 type guardReason uint32
 
 const (
@@ -27,7 +43,8 @@ const (
 	guardReasonREASON_DROP_MALFORMED       guardReason = 8
 	guardReasonREASON_DROP_LINK_LOCAL      guardReason = 9
 	guardReasonREASON_DROP_ND_ROUTER       guardReason = 10
-	guardReasonREASON_MAX                  guardReason = 11
+	guardReasonREASON_EVENT_LOST           guardReason = 11
+	guardReasonREASON_MAX                  guardReason = 12
 )
 
 type guardSteerReason uint32
@@ -83,6 +100,7 @@ type guardVethCfg struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	guardMapGuardCounters   = "guard_counters"
+	guardMapGuardDenyEvents = "guard_deny_events"
 	guardMapGuardVeths      = "guard_veths"
 	guardMapSteerCounters   = "steer_counters"
 	guardMapSteerSockets    = "steer_sockets"
@@ -144,10 +162,11 @@ type guardProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type guardMapSpecs struct {
-	GuardCounters *ebpf.MapSpec `ebpf:"guard_counters"`
-	GuardVeths    *ebpf.MapSpec `ebpf:"guard_veths"`
-	SteerCounters *ebpf.MapSpec `ebpf:"steer_counters"`
-	SteerSockets  *ebpf.MapSpec `ebpf:"steer_sockets"`
+	GuardCounters   *ebpf.MapSpec `ebpf:"guard_counters"`
+	GuardDenyEvents *ebpf.MapSpec `ebpf:"guard_deny_events"`
+	GuardVeths      *ebpf.MapSpec `ebpf:"guard_veths"`
+	SteerCounters   *ebpf.MapSpec `ebpf:"steer_counters"`
+	SteerSockets    *ebpf.MapSpec `ebpf:"steer_sockets"`
 }
 
 // guardVariableSpecs contains global variables before they are loaded into the kernel.
@@ -180,15 +199,17 @@ func (o *guardObjects) Close() error {
 //
 // It can be passed to loadGuardObjects or ebpf.CollectionSpec.LoadAndAssign.
 type guardMaps struct {
-	GuardCounters *ebpf.Map `ebpf:"guard_counters"`
-	GuardVeths    *ebpf.Map `ebpf:"guard_veths"`
-	SteerCounters *ebpf.Map `ebpf:"steer_counters"`
-	SteerSockets  *ebpf.Map `ebpf:"steer_sockets"`
+	GuardCounters   *ebpf.Map `ebpf:"guard_counters"`
+	GuardDenyEvents *ebpf.Map `ebpf:"guard_deny_events"`
+	GuardVeths      *ebpf.Map `ebpf:"guard_veths"`
+	SteerCounters   *ebpf.Map `ebpf:"steer_counters"`
+	SteerSockets    *ebpf.Map `ebpf:"steer_sockets"`
 }
 
 func (m *guardMaps) Close() error {
 	return _GuardClose(
 		m.GuardCounters,
+		m.GuardDenyEvents,
 		m.GuardVeths,
 		m.SteerCounters,
 		m.SteerSockets,

@@ -51,6 +51,7 @@ func TestGuardVerdicts(t *testing.T) {
 	if err := g.configure(1, testVeth); err != nil {
 		t.Fatal(err)
 	}
+	events := mustDenyEvents(t, g.DenyEvents)
 
 	const sb4, host4, sb6, host6 = testSandbox4, testHost4, testSandbox6, testHost6
 	const spoof4, spoof6 = "10.239.1.3", "fd6b:6761:7499:1::3"
@@ -67,7 +68,7 @@ func TestGuardVerdicts(t *testing.T) {
 	badVersion := tcp6(t, sb6, testService6, testProxy)
 	badVersion[14] = 0x45
 
-	runVerdicts(t, g.objs.KgGuardIngress, g.Counters, []verdictCase{
+	runVerdicts(t, g.objs.KgGuardIngress, g.Counters, events, []verdictCase{
 		{"v4 TCP to service", tcp4(t, sb4, testService4, testProxy), next, "pass_service"},
 		{"v4 UDP to service", udp4(t, sb4, testService4, testDNS), next, "pass_service"},
 		{"v4 spoofed source", tcp4(t, spoof4, testService4, testProxy), drop,
@@ -122,7 +123,7 @@ func TestGuardVerdicts(t *testing.T) {
 	if err := g.Detach(1); err != nil {
 		t.Fatal(err)
 	}
-	runVerdicts(t, g.objs.KgGuardIngress, g.Counters, []verdictCase{
+	runVerdicts(t, g.objs.KgGuardIngress, g.Counters, events, []verdictCase{
 		{"unconfigured interface", tcp4(t, sb4, testService4, testProxy), drop,
 			"drop_unknown_veth"},
 	})

@@ -56,6 +56,9 @@ var reasonNames = [...]string{
 	cgroupReasonREASON_SKB_DROP_V6: "skb_drop_v6",
 	// cgroup_skb dropped a packet that is neither IPv4 nor IPv6.
 	cgroupReasonREASON_SKB_DROP_OTHER_PROTO: "skb_drop_other_proto",
+	// Not an exit: a refusal or drop went unreported because the ring of
+	// DenyEvents was full (counted besides its own reason).
+	cgroupReasonREASON_EVENT_LOST: "event_lost",
 }
 
 // guardReasonNames names the verdict reasons the veth guard counts, the
@@ -89,6 +92,10 @@ var guardReasonNames = [...]string{
 	// Dropped: a router advertisement or redirect; a sandbox is never the
 	// host's router.
 	guardReasonREASON_DROP_ND_ROUTER: "drop_nd_router",
+	// Not a verdict: a drop of the guard's or the steering program's went
+	// unreported because the ring of DenyEvents was full (counted besides
+	// its own reason).
+	guardReasonREASON_EVENT_LOST: "event_lost",
 }
 
 // steerReasonNames names the exit reasons the steering program of the tc

@@ -36,10 +36,12 @@ type verdictCase struct {
 	reason string // the one counter that must go up by one
 }
 
-// runVerdicts runs prog on each case and checks its return value and that
-// exactly the case's counter went up, by one.
+// runVerdicts runs prog on each case and checks its return value, that
+// exactly the case's counter went up, by one, and that events, the reader
+// of prog's deny events, got one for the case's reason if it is reported
+// and none otherwise.
 func runVerdicts(t *testing.T, prog *ebpf.Program, counters func() (map[string]uint64, error),
-	cases []verdictCase) {
+	events *EventReader, cases []verdictCase) {
 	t.Helper()
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -50,6 +52,12 @@ func runVerdicts(t *testing.T, prog *ebpf.Program, counters func() (map[string]u
 			}
 			if ret != tc.want {
 				t.Errorf("verdict = %#x, want %#x", ret, tc.want)
+			}
+			evs := drainEvents(t, events)
+			if n := len(evs); reported(tc.reason) && (n != 1 || evs[0].Reason != tc.reason) {
+				t.Errorf("deny events %+v, want one for %s", evs, tc.reason)
+			} else if !reported(tc.reason) && n != 0 {
+				t.Errorf("deny events %+v, want none", evs)
 			}
 			after := mustCounters(t, counters)
 			for name, n := range after {
@@ -97,7 +105,7 @@ func TestSkbEgress(t *testing.T) {
 	fragment.FragOffset = 8
 	hopByHop := ip6(sb6, testService6, layers.IPProtocolIPv6HopByHop)
 
-	runVerdicts(t, c.objs.KgSkbEgress, c.Counters, []verdictCase{
+	runVerdicts(t, c.objs.KgSkbEgress, c.Counters, mustDenyEvents(t, c.DenyEvents), []verdictCase{
 		{"v4 TCP to proxy", tcp4(t, sb4, testService4, testProxy), pass, "skb_pass_service"},
 		{"v4 UDP to resolver", udp4(t, sb4, testService4, testDNS), pass, "skb_pass_service"},
 		{"v4 TCP to resolver", tcp4(t, sb4, testService4, testDNS), pass, "skb_pass_service"},

@@ -119,7 +119,14 @@ static __noinline int steer_verdict(enum steer_reason reason, int action)
 }
 
 #define steer_next(reason) steer_verdict(reason, TCX_NEXT)
-#define steer_drop(reason) steer_verdict(reason, TCX_DROP)
+
+// steer_drop drops the packet for reason, counting it and reporting it in
+// the guard's ring, whose event_lost counts what does not fit.
+static __always_inline int steer_drop(struct __sk_buff *skb, enum steer_reason reason)
+{
+	report(skb, reason, 1);
+	return steer_verdict(reason, TCX_DROP);
+}
 
 // tcp_head is the start of a TCP header, up to the flags.
 struct tcp_head {
@@ -145,7 +152,7 @@ static __always_inline int assign(struct __sk_buff *skb, struct bpf_sock *sk,
 
 	bpf_sk_release(sk);
 	if (err)
-		return steer_drop(STEER_ASSIGN_FAILED);
+		return steer_drop(skb, STEER_ASSIGN_FAILED);
 	skb->mark = STEER_MARK;
 	return steer_verdict(reason, TCX_PASS);
 }
@@ -158,7 +165,7 @@ static __always_inline int assign_slot(struct __sk_buff *skb, __u32 slot,
 	struct bpf_sock *sk = bpf_map_lookup_elem(&steer_sockets, &slot);
 
 	if (!sk)
-		return steer_drop(STEER_NO_LISTENER);
+		return steer_drop(skb, STEER_NO_LISTENER);
 	return assign(skb, sk, reason);
 }
 
@@ -189,7 +196,7 @@ static __always_inline int steer_time_wait(struct __sk_buff *skb, struct bpf_soc
 	if (ln) {
 		bpf_sk_release(ln);
 		bpf_sk_release(tw);
-		return steer_drop(STEER_DROP_TIME_WAIT);
+		return steer_drop(skb, STEER_DROP_TIME_WAIT);
 	}
 	return assign(skb, tw, STEER_TCP_TIME_WAIT);
 }
@@ -201,7 +208,7 @@ static __always_inline int steer_tcp(struct __sk_buff *skb, struct bpf_sock_tupl
 	struct tcp_head tcp;
 
 	if (bpf_skb_load_bytes(skb, l4_off, &tcp, sizeof(tcp)) < 0)
-		return steer_drop(STEER_DROP_MALFORMED);
+		return steer_drop(skb, STEER_DROP_MALFORMED);
 	if (six) {
 		tuple->ipv6.sport = tcp.source;
 		tuple->ipv6.dport = tcp.dest;
@@ -240,9 +247,9 @@ static __always_inline int steer_udp(struct __sk_buff *skb, __u32 l4_off, int si
 	struct udp_ports ports;
 
 	if (bpf_skb_load_bytes(skb, l4_off, &ports, sizeof(ports)) < 0)
-		return steer_drop(STEER_DROP_MALFORMED);
+		return steer_drop(skb, STEER_DROP_MALFORMED);
 	if (bpf_ntohs(ports.dest) != DNS_PORT)
-		return steer_drop(STEER_DROP_UDP);
+		return steer_drop(skb, STEER_DROP_UDP);
 	return assign_slot(skb, six ? SOCK_DNS_UDP6 : SOCK_DNS_UDP4, STEER_DNS_UDP);
 }
 
@@ -253,7 +260,7 @@ static __always_inline int steer_ip4(struct __sk_buff *skb, struct veth_cfg *cfg
 
 	if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) < 0 || ip.version != 4 ||
 	    ip.ihl < 5)
-		return steer_drop(STEER_DROP_MALFORMED);
+		return steer_drop(skb, STEER_DROP_MALFORMED);
 	if (!(cfg->flags & VETH_SANDBOX4) || ip.saddr != cfg->sandbox_ip4)
 		return steer_next(STEER_NEXT_FOREIGN_SOURCE);
 	if (have_service4 && ip.daddr == service_ip4)
@@ -261,15 +268,15 @@ static __always_inline int steer_ip4(struct __sk_buff *skb, struct veth_cfg *cfg
 	if (ip.protocol == IPPROTO_ICMP) {
 		if ((cfg->flags & VETH_HOST4) && ip.daddr == cfg->host_ip4)
 			return steer_next(STEER_NEXT_HOST);
-		return steer_drop(STEER_DROP_ICMP);
+		return steer_drop(skb, STEER_DROP_ICMP);
 	}
 	if (ip4_is_multicast(ip.daddr) || ip.daddr == 0xffffffff)
-		return steer_drop(STEER_DROP_MULTICAST);
+		return steer_drop(skb, STEER_DROP_MULTICAST);
 	// A later fragment has no ports to steer by, and the first one must
 	// not reach a socket without the rest. TCP and DNS queries are not
 	// fragmented (runsc's netstack sets DF, like Linux).
 	if (bpf_ntohs(ip.frag_off) & (IP_MF | IP_OFFMASK))
-		return steer_drop(STEER_DROP_FRAGMENT);
+		return steer_drop(skb, STEER_DROP_FRAGMENT);
 
 	tuple.ipv4.saddr = ip.saddr;
 	tuple.ipv4.daddr = ip.daddr;
@@ -278,7 +285,7 @@ static __always_inline int steer_ip4(struct __sk_buff *skb, struct veth_cfg *cfg
 		return steer_tcp(skb, &tuple, sizeof(tuple.ipv4), l4_off, 0);
 	if (ip.protocol == IPPROTO_UDP)
 		return steer_udp(skb, l4_off, 0);
-	return steer_drop(STEER_DROP_OTHER);
+	return steer_drop(skb, STEER_DROP_OTHER);
 }
 
 // ip6_is_ext_header reports whether next is an IPv6 extension header
@@ -308,7 +315,7 @@ static __always_inline int steer_ip6(struct __sk_buff *skb, struct veth_cfg *cfg
 	struct ipv6hdr ip;
 
 	if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) < 0 || ip.version != 6)
-		return steer_drop(STEER_DROP_MALFORMED);
+		return steer_drop(skb, STEER_DROP_MALFORMED);
 
 	__u32 *saddr = ip.saddr.in6_u.u6_addr32;
 	__u32 *daddr = ip.daddr.in6_u.u6_addr32;
@@ -325,10 +332,10 @@ static __always_inline int steer_ip6(struct __sk_buff *skb, struct veth_cfg *cfg
 		if (((cfg->flags & VETH_HOST6) && ip6_eq(daddr, cfg->host_ip6)) ||
 		    ip6_is_link_local(daddr) || ip6_is_multicast(daddr))
 			return steer_next(STEER_NEXT_HOST);
-		return steer_drop(STEER_DROP_ICMP);
+		return steer_drop(skb, STEER_DROP_ICMP);
 	}
 	if (ip6_is_multicast(daddr))
-		return steer_drop(STEER_DROP_MULTICAST);
+		return steer_drop(skb, STEER_DROP_MULTICAST);
 
 	ip6_copy(tuple.ipv6.saddr, saddr);
 	ip6_copy(tuple.ipv6.daddr, daddr);
@@ -340,8 +347,8 @@ static __always_inline int steer_ip6(struct __sk_buff *skb, struct veth_cfg *cfg
 	// Walking the header chain costs verifier complexity for traffic
 	// neither the Linux nor the gVisor stack sends on a TCP or DNS flow.
 	if (ip6_is_ext_header(ip.nexthdr))
-		return steer_drop(STEER_DROP_IPV6_EXT);
-	return steer_drop(STEER_DROP_OTHER);
+		return steer_drop(skb, STEER_DROP_IPV6_EXT);
+	return steer_drop(skb, STEER_DROP_OTHER);
 }
 
 SEC("tcx/ingress")

@@ -64,6 +64,7 @@ func TestSteerVerdicts(t *testing.T) {
 	if err := g.configure(1, steerVeth); err != nil {
 		t.Fatal(err)
 	}
+	events := mustDenyEvents(t, g.DenyEvents)
 
 	const sb4, host4, sb6, host6 = steerSandbox4, steerHost4, steerSandbox6, steerHost6
 	const world4, world6 = "198.51.100.9", "2001:db8::9"
@@ -127,11 +128,11 @@ func TestSteerVerdicts(t *testing.T) {
 		{"v4 DNS", udp4(t, sb4, world4, 53), drop, "steer_no_listener"},
 		{"v6 DNS", udp6(t, sb6, world6, 53), drop, "steer_no_listener"},
 	}
-	runVerdicts(t, g.objs.KgSteerIngress, g.SteerCounters, append(cases, noSockets...))
+	runVerdicts(t, g.objs.KgSteerIngress, g.SteerCounters, events, append(cases, noSockets...))
 
 	t.Run("sockets set", func(t *testing.T) {
 		setTestSteerSockets(t, g, newNetNS(t))
-		runVerdicts(t, g.objs.KgSteerIngress, g.SteerCounters, []verdictCase{
+		runVerdicts(t, g.objs.KgSteerIngress, g.SteerCounters, events, []verdictCase{
 			{"v4 SYN", tcp4(t, sb4, world4, 443), drop, "steer_assign_failed"},
 			{"v6 DNS", udp6(t, sb6, world6, 53), drop, "steer_assign_failed"},
 			{"v4 ping to the world", icmp4(t, sb4, world4, 8, 0), drop, "steer_drop_icmp"},
@@ -144,14 +145,14 @@ func TestSteerVerdicts(t *testing.T) {
 		if err := g.configure(1, cgroupVeth); err != nil {
 			t.Fatal(err)
 		}
-		runVerdicts(t, g.objs.KgSteerIngress, g.SteerCounters, []verdictCase{
+		runVerdicts(t, g.objs.KgSteerIngress, g.SteerCounters, events, []verdictCase{
 			{"v4 SYN", tcp4(t, sb4, world4, 443), next, "steer_next_cgroup_mode"},
 			{"v4 UDP 9999", udp4(t, sb4, world4, 9999), next, "steer_next_cgroup_mode"},
 		})
 		if err := g.Detach(1); err != nil {
 			t.Fatal(err)
 		}
-		runVerdicts(t, g.objs.KgSteerIngress, g.SteerCounters, []verdictCase{
+		runVerdicts(t, g.objs.KgSteerIngress, g.SteerCounters, events, []verdictCase{
 			{"unconfigured", tcp4(t, sb4, world4, 443), next, "steer_next_cgroup_mode"},
 		})
 	})
