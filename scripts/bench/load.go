@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"regexp"
@@ -30,6 +31,10 @@ func (s loadSpec) mode() string {
 }
 
 func (s loadSpec) String() string { return fmt.Sprintf("%s, %d conns, %s", s.proto, s.conns, s.mode()) }
+
+// stepGrace is how long a load client may run past its step's length
+// (sandbox start and end included) before it is ended.
+const stepGrace = 20 * time.Second
 
 // loadSpecs returns the steps every row runs, in order.
 func loadSpecs(quick bool) []loadSpec {
@@ -106,8 +111,12 @@ func (e *env) clientArgv(r *row, spec loadSpec, d time.Duration) []string {
 // it; overhead is the proxy CPU a sandbox's start and end cost, taken off.
 func (e *env) runStep(ctx context.Context, r *row, spec loadSpec, d time.Duration, overhead float64) stepResult {
 	res := stepResult{spec: spec, cpu: -1}
+	// A client stuck on connections that never complete is ended, so that
+	// one broken row cannot stall the run.
+	stepCtx, cancel := context.WithTimeout(ctx, d+stepGrace)
+	defer cancel()
 	argv := e.clientArgv(r, spec, d)
-	cmd := e.clientCommand(ctx, r, argv)
+	cmd := e.clientCommand(stepCtx, r, argv)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	logf("%s: %s: %s", r.name, spec, strings.Join(cmd.Args, " "))
@@ -116,6 +125,10 @@ func (e *env) runStep(ctx context.Context, r *row, spec loadSpec, d time.Duratio
 	err := cmd.Run()
 	if cpu1 := e.proxyCPU(r); cpu0 >= 0 && cpu1 >= 0 {
 		res.cpu = max(cpu1-cpu0-overhead, 0)
+	}
+	if stepCtx.Err() != nil && ctx.Err() == nil {
+		res.err = fmt.Sprintf("client still running %v after the step's end: ended", stepGrace)
+		return res
 	}
 	if err != nil {
 		res.err = fmt.Sprintf("client: %v: %s", err, lastLines(stderr.String()+stdout.String(), 3))
@@ -161,9 +174,14 @@ func parseH2load(out string, log io.Reader, res *stepResult) error {
 	if fin == nil || req == nil || st == nil {
 		return fmt.Errorf("cannot parse h2load output: %s", lastLines(out, 5))
 	}
+	// No protocol line: no connection got through its TLS handshake.
+	proto := h2loadProto.FindStringSubmatch(out)
+	if proto == nil {
+		return fmt.Errorf("no connection completed its TLS handshake: %s", lastLines(out, 2))
+	}
 	// h2load falls back to HTTP/1.1 when the server does not offer h2;
 	// such a step would pass HTTP/1.1 figures off as HTTP/2.
-	if p := h2loadProto.FindStringSubmatch(out); res.spec.proto == "h2" && (p == nil || p[1] != "h2") {
+	if res.spec.proto == "h2" && proto[1] != "h2" {
 		return errNoH2
 	}
 	res.seconds, _ = strconv.ParseFloat(fin[1], 64)
@@ -172,6 +190,9 @@ func parseH2load(out string, log io.Reader, res *stepResult) error {
 	}
 	n := atoi(req[1:])
 	s := atoi(st[1:])
+	if n[2] == 0 {
+		return fmt.Errorf("no request completed: %s", lastLines(out, 2))
+	}
 	res.requests = n[2]
 	res.ok = s[0]
 	res.status4 = s[2]
@@ -226,6 +247,9 @@ func parseNewConn(out []byte, res *stepResult) error {
 	res.lastErr = s.LastErr
 	if s.OK == 0 && s.LastErr == errNoH2.Error() {
 		return errNoH2
+	}
+	if s.Requests == 0 && s.Errors == 0 {
+		return errors.New("no request completed within the step (connections hung)")
 	}
 	if s.OK == 0 && s.LastErr != "" {
 		return fmt.Errorf("no request succeeded: %s", s.LastErr)

@@ -21,6 +21,10 @@ import (
 // spreads its connections over several sandboxes.
 const maxConnsPerSandbox = 1000
 
+// probeTimeout bounds each scale probe, so that a hung sandbox cannot stall
+// the run; the parent context's end still stops everything at once.
+const probeTimeout = 2 * time.Minute
+
 // scaleResults are the figures that are not about request load.
 type scaleResults struct {
 	sandboxes      int
@@ -130,6 +134,9 @@ func (e *env) sandboxLifecycle(ctx context.Context, s *scaleResults) error {
 func (e *env) connectLatency(ctx context.Context, s *scaleResults) error {
 	n := pick(e.opts.quick, 200, 1000)
 	bw := e.world
+	parent := ctx
+	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
 	cases := []struct {
 		name string
 		cmd  *exec.Cmd
@@ -146,8 +153,8 @@ func (e *env) connectLatency(ctx context.Context, s *scaleResults) error {
 	for _, c := range cases {
 		r := connRow{name: c.name}
 		if err := runJSON(c.cmd, &r.res); err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
+			if parent.Err() != nil {
+				return parent.Err()
 			}
 			r.err = err.Error()
 		}
@@ -163,6 +170,9 @@ func (e *env) resolverThroughput(ctx context.Context, s *scaleResults) error {
 	d := pick(e.opts.quick, "1s", "3s")
 	bw := e.world
 	args := []string{"dnsload", "--server", bw.DNS.String(), "--name", bw.host, "-c", "16", "-d", d}
+	parent := ctx
+	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
 	cases := []struct {
 		name string
 		cmd  *exec.Cmd
@@ -175,8 +185,8 @@ func (e *env) resolverThroughput(ctx context.Context, s *scaleResults) error {
 	for _, c := range cases {
 		r := dnsRow{name: c.name}
 		if err := runJSON(c.cmd, &r.res); err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
+			if parent.Err() != nil {
+				return parent.Err()
 			}
 			r.err = err.Error()
 		}
@@ -223,6 +233,9 @@ func (e *env) idleConnections(ctx context.Context, s *scaleResults) error {
 		out   *bufio.Reader
 	}
 	var hs []holder
+	parent := ctx
+	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
 	defer func() {
 		for _, h := range hs {
 			h.stdin.Close()
@@ -251,7 +264,11 @@ func (e *env) idleConnections(ctx context.Context, s *scaleResults) error {
 	// Each holder says "waiting" once its sandbox runs.
 	for _, h := range hs {
 		if _, err := h.out.ReadString('\n'); err != nil {
-			return fmt.Errorf("idle holder did not start: %w", err)
+			if parent.Err() != nil {
+				return parent.Err()
+			}
+			s.idleErr = fmt.Sprintf("a holder's sandbox did not start: %v", err)
+			return nil
 		}
 	}
 	time.Sleep(time.Second)
@@ -280,5 +297,5 @@ func (e *env) idleConnections(ctx context.Context, s *scaleResults) error {
 	s.idleCPUSeconds = cpu1 - cpu0
 	time.Sleep(time.Second)
 	s.idleRSSAfter, _ = rssBytes(e.agent.pid())
-	return ctx.Err()
+	return parent.Err()
 }
