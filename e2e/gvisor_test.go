@@ -89,6 +89,14 @@ except OSError:
 				if w.Received([]byte("gvisor-udp")) {
 					t.Fatal("the world received the datagram")
 				}
+				reason := "deny_udp"
+				if m.capture == "tc" {
+					reason = "steer_drop_udp"
+				}
+				recs := a.auditRecords(t, "--kind", "capture.deny")
+				if countKind(recs, "capture.deny", func(r auditRecord) bool { return r.Reason == reason && r.Sandbox != "" }) == 0 {
+					t.Fatalf("the refused datagram was not audited as %s: %+v", reason, recs)
+				}
 			})
 
 			t.Run("DNS to a world address is answered by keygate", func(t *testing.T) {

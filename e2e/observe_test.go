@@ -105,10 +105,12 @@ func TestObservability(t *testing.T) {
 		Stats struct {
 			Requests, Injected, Denied uint64
 			DNSDenied                  uint64 `json:"dns_denied"`
+			CaptureDenied              uint64 `json:"capture_denied"`
 		}
 	}
 	json.Unmarshal([]byte(a.mustKG("", "sandbox", "list", "--json")), &sbs)
-	if len(sbs) != 1 || sbs[0].Stats.Injected != 3 || sbs[0].Stats.Denied != 1 || sbs[0].Stats.DNSDenied != 1 {
+	if len(sbs) != 1 || sbs[0].Stats.Injected != 3 || sbs[0].Stats.Denied != 1 || sbs[0].Stats.DNSDenied != 1 ||
+		sbs[0].Stats.CaptureDenied < 1 {
 		t.Errorf("sandbox list stats: %+v", sbs)
 	}
 	var st struct {

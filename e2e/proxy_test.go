@@ -63,7 +63,7 @@ func TestProxyProtocols(t *testing.T) {
 			` | while IFS= read -r line; do case "$line" in data:*) echo "$(date +%s%3N) $line";; esac; done`)
 		lines := strings.Split(strings.TrimSpace(out), "\n")
 		if len(lines) != 3 {
-			t.Fatalf("events: %q", out)
+			t.Fatalf("events: %q\nagent log:\n%s", out, lastLines(a.log.String(), 15))
 		}
 		var at []int64
 		for _, l := range lines {

@@ -60,6 +60,7 @@ type Agent struct {
 	serviceAdded []*netlink.Addr // the service addresses put on lo
 	guard        *bpf.Guard      // the veth guard; nil until attachCapture
 	tcOK         bool            // tc capture's sockets and routing are in place
+	denyAudit    *denialAuditor  // audits the capture programs' refusals; nil until started
 	steerUndo    func() error    // removes the steering policy route, or nil
 
 	proxy     *proxy.Proxy
@@ -109,6 +110,7 @@ func Start(cfg Config) (_ *Agent, err error) {
 		{"start proxy", a.startProxy},
 		{"attach capture programs", a.attachCapture},
 		{"start tc steering", a.startSteering},
+		{"audit capture refusals", a.startDenialAudit},
 		{"start metrics", a.startMetrics},
 		{"start scheduler", a.startScheduler},
 		{"start control API", a.startAPI},
@@ -389,6 +391,9 @@ func (a *Agent) Close() error {
 	}
 	for _, udp := range a.udp {
 		udp.Close()
+	}
+	if a.denyAudit != nil {
+		a.denyAudit.close()
 	}
 	// A clean stop detaches capture for good: every sandbox has ended.
 	// (A crash leaves the pinned programs in force, failing closed.)

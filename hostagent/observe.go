@@ -22,13 +22,13 @@ const maxRecentDenials = 20
 
 // sandboxStats are a sandbox's counters, shown by sandbox list.
 type sandboxStats struct {
-	requests, injected, denied, spliced, dnsDenied atomic.Uint64
+	requests, injected, denied, spliced, dnsDenied, captureDenied atomic.Uint64
 }
 
 func (s *sandboxStats) api() api.SandboxStats {
 	return api.SandboxStats{
 		Requests: s.requests.Load(), Injected: s.injected.Load(), Denied: s.denied.Load(),
-		Spliced: s.spliced.Load(), DNSDenied: s.dnsDenied.Load(),
+		Spliced: s.spliced.Load(), DNSDenied: s.dnsDenied.Load(), CaptureDenied: s.captureDenied.Load(),
 	}
 }
 

@@ -60,6 +60,7 @@ type sandbox struct {
 	cgroup     *cgroup.Group
 	cgroupID   uint64
 	net        *netns.Net
+	hostIndex  int // interface index of the veth's host end
 	vaults     []string
 	allow      []string           // --allow patterns
 	domains    []string           // allow plus every bound credential's approved domains
@@ -454,6 +455,7 @@ func (a *Agent) guardVeth(s *sandbox) error {
 	if err != nil {
 		return err
 	}
+	s.hostIndex = idx
 	v := bpf.GuardVeth{
 		Sandbox4: s.addr, Sandbox6: s.addr6,
 		Host4: a.pool.host(s.block).Addr(), Host6: a.pool.host6(s.block).Addr(),

@@ -123,6 +123,9 @@ type SandboxStats struct {
 	Denied    uint64 `json:"denied"`     // requests and connections refused
 	Spliced   uint64 `json:"spliced"`    // connections relayed without termination
 	DNSDenied uint64 `json:"dns_denied"` // lookups refused
+	// CaptureDenied counts what the capture programs refused in the
+	// kernel: non-DNS UDP, ICMP, stray packets, spoofed sources.
+	CaptureDenied uint64 `json:"capture_denied"`
 }
 
 // Status is the answer to GET /v1/status.
