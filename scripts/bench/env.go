@@ -129,6 +129,26 @@ type machine struct {
 	commit     string
 	loadBefore string
 	loadAfter  string
+	// others holds every other keygated agent seen while the run measured;
+	// see noteOthers.
+	others map[int]bool
+}
+
+// noteOthers records the keygated agents other than ours running now.
+// Another agent on the host competes for the CPU and, when it starts,
+// removes the host links of sandboxes it has no record of, ours included
+// (hostagent's removeStrays), which breaks their network.
+func (e *env) noteOthers() {
+	if e.machine.others == nil {
+		e.machine.others = make(map[int]bool)
+	}
+	self := 0
+	if e.agent != nil {
+		self = e.agent.pid()
+	}
+	for _, pid := range otherAgents(self) {
+		e.machine.others[pid] = true
+	}
 }
 
 func describeMachine() machine {

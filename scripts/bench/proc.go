@@ -43,6 +43,29 @@ func cpuSeconds(pid int) (float64, error) {
 	return float64(utime+stime) / clockTicks, nil
 }
 
+// otherAgents returns the process ids of keygated agents other than self:
+// processes named keygated started with --state-dir (a sandbox's init runs
+// the same binary, with other arguments).
+func otherAgents(self int) []int {
+	entries, _ := os.ReadDir("/proc")
+	var out []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == self {
+			continue
+		}
+		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+		if strings.TrimSpace(string(comm)) != "keygated" {
+			continue
+		}
+		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if strings.Contains(string(cmdline), "--state-dir") {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
 // rssBytes returns process pid's resident set size (VmRSS).
 func rssBytes(pid int) (int64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))

@@ -125,6 +125,12 @@ func (r *results) machineSection(p printer) {
 	p("| load average before / after | %s / %s |\n\n", m.loadBefore, m.loadAfter)
 	p("Everything (load generator, proxy, upstream) shares the %d cores, as it would on a small\n", m.cpus)
 	p("sandbox host; a load average above zero before the run means other work shared them too.\n\n")
+	if n := len(m.others); n > 0 {
+		p("**%d other keygated agent(s) ran on the host during this run** (another engineer's tests).\n", n)
+		p("Besides competing for the CPU, an agent that starts removes the host links of sandboxes it has no\n")
+		p("record of, other agents' included (`removeStrays` in hostagent/lifecycle.go), so sandboxed clients\n")
+		p("in this run may show `network is unreachable` failures that are not the benchmark's.\n\n")
+	}
 }
 
 func methodSection(p printer, r *results) {
