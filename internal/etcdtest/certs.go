@@ -86,7 +86,8 @@ func writeTLSFiles(t testing.TB, dir string) *TLSFiles {
 
 // newCert makes a key and a certificate from tmpl, signed by parent (self
 // signed if nil), valid for a day.
-func newCert(t testing.TB, tmpl, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) (*ecdsa.PrivateKey, *x509.Certificate) {
+func newCert(t testing.TB, tmpl, parent *x509.Certificate,
+	parentKey *ecdsa.PrivateKey) (*ecdsa.PrivateKey, *x509.Certificate) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {

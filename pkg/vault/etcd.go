@@ -64,7 +64,9 @@ type EtcdConfig struct {
 	// Grace is how long Secret keeps answering from this host's copy of
 	// the store after it last heard from the cluster; past it Secret fails
 	// with ErrUnavailable until the host is back in sync. Zero means
-	// DefaultEtcdGrace.
+	// DefaultEtcdGrace. The view is confirmed by a quorum read, which fails
+	// while the cluster elects a leader, so keep Grace well above etcd's
+	// election timeout (1 s by default) or a failover fails requests too.
 	Grace time.Duration
 
 	// Logger receives watch losses, reloads and purge failures. Nil
@@ -161,7 +163,7 @@ type Etcd struct {
 	watch  watchers
 	ctx    context.Context // ends at Close
 	cancel context.CancelFunc
-	wg     sync.WaitGroup // the watch and heartbeat goroutines
+	wg     sync.WaitGroup // the watch, heartbeat and purge goroutines
 }
 
 var _ Store = (*Etcd)(nil)
@@ -169,8 +171,8 @@ var _ Store = (*Etcd)(nil)
 // OpenEtcd connects to the cluster in cfg, checks that masterKey is the key
 // the fleet's records are sealed under (the first host to open an empty
 // prefix records it; a mismatch wraps ErrDecrypt), loads the view and
-// starts watching. A purge an earlier host left unfinished is retried; if it
-// fails again, OpenEtcd logs it and carries on.
+// starts watching. A purge an earlier host left unfinished is retried in
+// the background.
 func OpenEtcd(cfg EtcdConfig, masterKey []byte) (*Etcd, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -223,14 +225,18 @@ func newEtcdClient(cfg EtcdConfig, endpoints []string, tlsCfg *tls.Config) (*cli
 		// that lost the cluster should be back within moments of its
 		// return, since it fails closed until then.
 		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
-			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+			Backoff: backoff.Config{
+				BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second,
+			},
 			MinConnectTimeout: time.Second,
 		})},
 	})
 }
 
 func (s *Etcd) open() error {
-	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.DialTimeout+etcdRequestTimeout)
+	// A cluster that does not answer within the dial timeout and a few
+	// seconds more fails the open: without a view there is nothing to serve.
+	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.DialTimeout+5*time.Second)
 	defer cancel()
 	if err := s.checkKey(ctx); err != nil {
 		return err
@@ -247,13 +253,23 @@ func (s *Etcd) open() error {
 	s.wg.Add(2)
 	go s.watchLoop()
 	go s.heartbeatLoop()
-
 	if view.purgePending {
-		if err := s.Purge(ctx); err != nil {
-			s.log.Warn("unfinished purge of old revisions failed again", logError, err)
-		}
+		s.wg.Add(1)
+		go s.finishPurge()
 	}
 	return nil
+}
+
+// finishPurge retries a purge an earlier host left unfinished. It runs in
+// the background, since a member that is down would hold up the open; if
+// it fails again it is logged, and the next open or archive tries again.
+func (s *Etcd) finishPurge() {
+	defer s.wg.Done()
+	ctx, cancel := context.WithTimeout(s.ctx, purgeTimeout)
+	defer cancel()
+	if err := s.Purge(ctx); err != nil && s.ctx.Err() == nil {
+		s.log.Warn("unfinished purge of old revisions failed again", logError, err)
+	}
 }
 
 // checkKey records the key check under the prefix if there is none, or
@@ -345,7 +361,7 @@ func (s *Etcd) waitRevision(ctx context.Context, rev int64) error {
 		select {
 		case <-advanced:
 		case <-ctx.Done():
-			return fmt.Errorf("view at revision %d, waiting for %d: %w: %w", cur, rev, ErrUnavailable, ctx.Err())
+			return etcdError{fmt.Errorf("view at revision %d, waiting for %d: %w", cur, rev, ctx.Err())}
 		case <-s.ctx.Done():
 			return errClosed
 		}

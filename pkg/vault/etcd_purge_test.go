@@ -7,7 +7,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -150,32 +149,5 @@ func TestEtcdOldRevisionsCompacted(t *testing.T) {
 				t.Errorf("old revision read: %v, want ErrCompacted", err)
 			}
 		})
-	}
-}
-
-func TestEtcdKeysParse(t *testing.T) {
-	k := etcdKeys{prefix: "/kg/"}
-	tests := []struct {
-		key   string
-		kind  keyKind
-		vault string
-		name  string
-	}{
-		{k.vault("prod"), etcdKeyVault, "prod", ""},
-		{k.cred("prod", "openai"), etcdKeyCred, "prod", "openai"},
-		{k.secret("prod", "openai"), etcdKeySecret, "prod", "openai"},
-		{k.purgePending(), etcdKeyPurgePending, "", ""},
-		{k.gen("prod"), etcdKeyOther, "", ""},
-		{k.keyCheck(), etcdKeyOther, "", ""},
-		{"/other/vaults/prod", etcdKeyOther, "", ""},
-	}
-	for _, tt := range tests {
-		kind, vault, name := k.parse(tt.key)
-		if kind != tt.kind || vault != tt.vault || name != tt.name {
-			t.Errorf("parse(%q) = %v %q %q, want %v %q %q", tt.key, kind, vault, name, tt.kind, tt.vault, tt.name)
-		}
-	}
-	if !strings.HasPrefix(k.creds("prod"), "/kg/creds/prod/") {
-		t.Errorf("creds prefix %q", k.creds("prod"))
 	}
 }

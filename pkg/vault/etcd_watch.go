@@ -78,7 +78,10 @@ func (s *Etcd) watchSession() error {
 		}
 		s.applyResponse(&resp)
 	}
-	return ctx.Err()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return errors.New("watch closed")
 }
 
 // applyResponse applies a watch response to the view, tells the watchers

@@ -88,12 +88,17 @@ func (s *Etcd) readVault(ctx context.Context, name string) (vaultSnapshot, error
 	for _, kv := range resp.Responses[2].GetResponseRange().Kvs {
 		var c Credential
 		if err := json.Unmarshal(kv.Value, &c); err != nil {
-			return snap, credError(name, c.Name, fmt.Errorf("decode metadata: %w", err))
+			cred := strings.TrimPrefix(string(kv.Key), s.k.creds(name))
+			return snap, credError(name, cred, fmt.Errorf("decode metadata: %w", err))
 		}
 		snap.creds = append(snap.creds, c)
 	}
 	return snap, nil
 }
+
+// decideFunc decides a write from a vault's snapshot: the operations to
+// commit, or the error that refuses the write.
+type decideFunc func(*vaultSnapshot) ([]clientv3.Op, error)
 
 // writeVault commits the operations decide returns for a snapshot of the
 // vault, guarded as the comment at the top of this file describes, and
@@ -106,7 +111,7 @@ func (s *Etcd) readVault(ctx context.Context, name string) (vaultSnapshot, error
 // that shows it means the write is done. (If another writer's change lands
 // on top of it within the same failure, the id is gone and the write is
 // decided again: an add then fails with ErrExists, a rotation counts twice.)
-func (s *Etcd) writeVault(ctx context.Context, name string, decide func(*vaultSnapshot) ([]clientv3.Op, error)) (int64, error) {
+func (s *Etcd) writeVault(ctx context.Context, name string, decide decideFunc) (int64, error) {
 	id := rand.Text()
 	for conflicts := 0; conflicts < maxTxnAttempts; {
 		snap, err := s.readVault(ctx, name)

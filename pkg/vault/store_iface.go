@@ -42,7 +42,8 @@ type Store interface {
 	// hosts, so a cache of secrets can drop an entry the moment it goes
 	// stale. For a change made through this Store, fn has been called by the
 	// time the method that made it returns. Calls never overlap and must
-	// not block; fn may read the store. cancel stops further calls.
+	// not block; fn may read the store, not change it. cancel stops
+	// further calls.
 	Watch(fn func(Change)) (cancel func())
 
 	// Engine names the engine ("bolt", "etcd") for status output.
