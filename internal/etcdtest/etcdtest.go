@@ -209,9 +209,7 @@ func (m *Member) start() error {
 	}
 	cmd := exec.Command(m.bin, m.args...)
 	cmd.Stdout, cmd.Stderr = log, log
-	// Its own process group, so a signal to the test's group (^C) does not
-	// reach it before the cleanup does.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = procAttr()
 	if err := cmd.Start(); err != nil {
 		log.Close()
 		return err
