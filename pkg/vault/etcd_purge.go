@@ -61,6 +61,18 @@ func (s *Etcd) compact(ctx context.Context, rev int64) error {
 // the pending mark an archive sets once every member is done. Any host may
 // run it, any number of times.
 func (s *Etcd) Purge(ctx context.Context) error {
+	// An archive that sets the mark again while this purge runs may have
+	// committed after some member was done; the mark then stays for the
+	// purge that archive runs itself.
+	pending, err := s.client.Get(ctx, s.k.purgePending())
+	if err != nil {
+		return etcdError{fmt.Errorf("read purge mark: %w", err)}
+	}
+	var markRev int64
+	if len(pending.Kvs) > 0 {
+		markRev = pending.Kvs[0].ModRevision
+	}
+
 	resp, err := s.client.MemberList(ctx)
 	if err != nil {
 		return etcdError{fmt.Errorf("list members: %w", err)}
@@ -81,10 +93,12 @@ func (s *Etcd) Purge(ctx context.Context) error {
 	}
 	// With a put beside the delete, as every change under the prefix has
 	// one (see latestRevision).
-	_, err = s.client.Txn(ctx).Then(
-		clientv3.OpDelete(s.k.purgePending()),
-		clientv3.OpPut(s.k.purgeMark(), time.Now().UTC().Format(time.RFC3339Nano)),
-	).Commit()
+	_, err = s.client.Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(s.k.purgePending()), "=", markRev)).
+		Then(
+			clientv3.OpDelete(s.k.purgePending()),
+			clientv3.OpPut(s.k.purgeMark(), time.Now().UTC().Format(time.RFC3339Nano)),
+		).Commit()
 	if err != nil {
 		return etcdError{fmt.Errorf("clear purge mark: %w", err)}
 	}
