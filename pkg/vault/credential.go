@@ -199,20 +199,29 @@ func (s *Bolt) Secret(vault, name string) (Secret, Credential, error) {
 			return err
 		}
 		record := tx.Bucket(bucketSecrets).Bucket([]byte(vault)).Get([]byte(name))
-		if record == nil {
-			return credError(vault, name, fmt.Errorf("sealed secret: %w", ErrNotFound))
-		}
-		plain, err := s.keys.openSecret(vault, name, c.Version, record)
-		if err != nil {
-			return credError(vault, name, err)
-		}
-		secret = Secret{b: plain} // openSecret returned a fresh slice
-		return nil
+		secret, err = s.keys.openRecord(vault, name, c.Version, record)
+		return err
 	})
 	if err != nil {
 		return Secret{}, Credential{}, err
 	}
 	return secret, c, nil
+}
+
+// openRecord decrypts record, the sealed secret (nil if there is none) that
+// the store keeps for credential name of vault at version, with the errors
+// every engine's Secret gives. The names are those the record was looked up
+// by, not the ones its metadata claims, so a record and metadata copied
+// together to another credential's place still fail authentication.
+func (k keyring) openRecord(vault, name string, version uint64, record []byte) (Secret, error) {
+	if record == nil {
+		return Secret{}, credError(vault, name, fmt.Errorf("sealed secret: %w", ErrNotFound))
+	}
+	plain, err := k.openSecret(vault, name, version, record)
+	if err != nil {
+		return Secret{}, credError(vault, name, err)
+	}
+	return Secret{b: plain}, nil // openSecret returned a fresh slice
 }
 
 // getCredential reads a credential's metadata from an existing vault.

@@ -1,7 +1,6 @@
 package vault
 
 import (
-	"fmt"
 	"slices"
 	"strings"
 )
@@ -104,16 +103,8 @@ func (s *Etcd) Secret(vault, name string) (Secret, Credential, error) {
 		if c, err = v.credential(vault, name); err != nil {
 			return err
 		}
-		sealed := v.secrets[vault][name]
-		if sealed == nil {
-			return credError(vault, name, fmt.Errorf("sealed secret: %w", ErrNotFound))
-		}
-		plain, err := s.keys.openSecret(vault, name, c.Version, sealed)
-		if err != nil {
-			return credError(vault, name, err)
-		}
-		secret = Secret{b: plain} // openSecret returned a fresh slice
-		return nil
+		secret, err = s.keys.openRecord(vault, name, c.Version, v.secrets[vault][name])
+		return err
 	})
 	if err != nil {
 		return Secret{}, Credential{}, err
