@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -133,15 +131,10 @@ type Etcd struct {
 	key    []byte
 	log    *slog.Logger
 
-	broken atomic.Pointer[error] // the error that stopped the writer, or nil
-
-	queue chan request  // to the writer; closed by Close
-	done  chan struct{} // closed when the writer has returned
-	ctx   context.Context
-	stop  context.CancelFunc // gives up on records Close cannot wait for
-
-	mu     sync.RWMutex // held shared by appenders and readers, exclusively by Close
-	closed bool         // guarded by mu
+	appender                    // the queue to the writer; broken if the chain was taken
+	done     chan struct{}      // closed when the writer has returned
+	ctx      context.Context    // of the writer's requests
+	stop     context.CancelFunc // gives up on records Close cannot wait for
 }
 
 var _ Log = (*Etcd)(nil)
@@ -161,13 +154,13 @@ func OpenEtcd(client *clientv3.Client, key []byte, opts EtcdOptions) (*Etcd, err
 	}
 
 	l := &Etcd{
-		client: client,
-		k:      etcdKeys{prefix: opts.Prefix},
-		host:   opts.Host,
-		key:    append([]byte(nil), key...),
-		log:    opts.Logger.With(logSubsystem, "audit-etcd"),
-		queue:  make(chan request, opts.QueueSize),
-		done:   make(chan struct{}),
+		client:   client,
+		k:        etcdKeys{prefix: opts.Prefix},
+		host:     opts.Host,
+		key:      append([]byte(nil), key...),
+		log:      opts.Logger.With(logSubsystem, "audit-etcd"),
+		appender: appender{queue: make(chan request, opts.QueueSize)},
+		done:     make(chan struct{}),
 	}
 	l.ctx, l.stop = context.WithCancel(context.Background())
 	w := &etcdWriter{l: l, c: c}
@@ -188,38 +181,7 @@ func (l *Etcd) Append(r Record) error {
 // AppendSync commits r and returns once etcd has, or when ctx ends; then r
 // may still be written.
 func (l *Etcd) AppendSync(ctx context.Context, r Record) error {
-	done := make(chan error, 1)
-	if err := l.enqueue(ctx, r, done); err != nil {
-		return err
-	}
-	select {
-	case err := <-done:
-		return err
-	case <-ctx.Done():
-		return fmt.Errorf("append audit record: %w", ctx.Err())
-	}
-}
-
-func (l *Etcd) enqueue(ctx context.Context, r Record, done chan error) error {
-	r = r.normalize(time.Now())
-	if err := r.validate(); err != nil {
-		return fmt.Errorf("append audit record: %w", err)
-	}
-
-	l.mu.RLock()
-	defer l.mu.RUnlock()
-	if l.closed {
-		return ErrClosed
-	}
-	if p := l.broken.Load(); p != nil {
-		return *p
-	}
-	select {
-	case l.queue <- request{rec: r, done: done}:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("append audit record: %w", ctx.Err())
-	}
+	return l.appendSync(ctx, r)
 }
 
 // Query returns the records of every host's chain that match f, oldest
@@ -253,10 +215,7 @@ func (l *Etcd) Query(f Filter) ([]Record, error) {
 // read returns every chain's lines in seq order and every head, as of one
 // revision.
 func (l *Etcd) read() (chains map[string][][]byte, heads map[string][]byte, err error) {
-	l.mu.RLock()
-	closed := l.closed
-	l.mu.RUnlock()
-	if closed {
+	if l.isClosed() {
 		return nil, nil, ErrClosed
 	}
 
@@ -287,15 +246,9 @@ func (l *Etcd) read() (chains map[string][][]byte, heads map[string][]byte, err 
 // writer. It does not close the client. It returns the error that broke
 // the log, if one did. Calls after the first return nil.
 func (l *Etcd) Close() error {
-	l.mu.Lock()
-	if l.closed {
-		l.mu.Unlock()
+	if !l.shut() {
 		return nil
 	}
-	l.closed = true
-	close(l.queue)
-	l.mu.Unlock()
-
 	select {
 	case <-l.done:
 	case <-time.After(etcdCloseTimeout):
@@ -303,8 +256,5 @@ func (l *Etcd) Close() error {
 		<-l.done
 	}
 	l.stop()
-	if p := l.broken.Load(); p != nil {
-		return *p
-	}
-	return nil
+	return l.brokenErr()
 }

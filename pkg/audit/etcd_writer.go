@@ -117,8 +117,8 @@ func (w *etcdWriter) collect() ([]request, bool) {
 func (w *etcdWriter) commit(batch []request) {
 	defer clear(batch)
 	w.batch = batch
-	if p := w.l.broken.Load(); p != nil {
-		notify(batch, *p)
+	if err := w.l.brokenErr(); err != nil {
+		notify(batch, err)
 		return
 	}
 

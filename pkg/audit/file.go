@@ -7,9 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"sync"
 	"sync/atomic"
-	"time"
 )
 
 // Defaults for Options.
@@ -81,27 +79,11 @@ type File struct {
 	// read no further, so they never see a line being written.
 	size atomic.Int64
 
-	// broken holds the write or sync error that stopped the writer; once
-	// set, every append fails with it.
-	broken atomic.Pointer[error]
-
-	queue chan request  // to the writer; closed by Close
-	done  chan struct{} // closed when the writer has returned
-
-	// mu is held shared by appenders and readers while they use queue and
-	// f, and exclusively by Close to shut them.
-	mu     sync.RWMutex
-	closed bool // guarded by mu
+	appender               // the queue to the writer; broken by a write or sync error
+	done     chan struct{} // closed when the writer has returned
 }
 
 var _ Log = (*File)(nil)
-
-// request is one record on its way to the writer.
-type request struct {
-	rec  Record
-	done chan error // receives the outcome once the record is durable; nil for Append
-	err  error      // set by the writer if it refused this record
-}
 
 // Append queues r to be written and returns without waiting for the disk.
 // The record is durable after a later AppendSync or Close returns. The
@@ -114,40 +96,7 @@ func (l *File) Append(r Record) error {
 // it, has been fsynced. If ctx ends first the error wraps ctx.Err(), and r
 // may or may not still be written.
 func (l *File) AppendSync(ctx context.Context, r Record) error {
-	done := make(chan error, 1)
-	if err := l.enqueue(ctx, r, done); err != nil {
-		return err
-	}
-	select {
-	case err := <-done:
-		return err
-	case <-ctx.Done():
-		return fmt.Errorf("append audit record: %w", ctx.Err())
-	}
-}
-
-// enqueue validates r and puts it on the writer's queue, waiting while the
-// queue is full unless ctx ends.
-func (l *File) enqueue(ctx context.Context, r Record, done chan error) error {
-	r = r.normalize(time.Now())
-	if err := r.validate(); err != nil {
-		return fmt.Errorf("append audit record: %w", err)
-	}
-
-	l.mu.RLock()
-	defer l.mu.RUnlock()
-	if l.closed {
-		return ErrClosed
-	}
-	if err := l.brokenErr(); err != nil {
-		return err
-	}
-	select {
-	case l.queue <- request{rec: r, done: done}:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("append audit record: %w", ctx.Err())
-	}
+	return l.appendSync(ctx, r)
 }
 
 // Query returns the records matching f, oldest first. It reads every
@@ -180,24 +129,10 @@ func (l *File) Verify() (Report, error) {
 // closes the file. It returns the error that broke the log, if one did.
 // Calls after the first return nil.
 func (l *File) Close() error {
-	l.mu.Lock()
-	if l.closed {
-		l.mu.Unlock()
+	if !l.shut() {
 		return nil
 	}
-	l.closed = true
-	close(l.queue)
-	l.mu.Unlock()
-
 	<-l.done
 	// Closing the file also releases its lock.
 	return errors.Join(l.brokenErr(), l.f.Close())
-}
-
-// brokenErr returns the error that stopped the writer, or nil.
-func (l *File) brokenErr() error {
-	if p := l.broken.Load(); p != nil {
-		return *p
-	}
-	return nil
 }

@@ -37,7 +37,7 @@ func OpenFile(path string, key []byte, opts Options) (*File, error) {
 		headPath: headPath(path),
 		key:      bytes.Clone(key),
 		log:      opts.Logger.With(logSubsystem, "audit"),
-		queue:    make(chan request, opts.QueueSize),
+		appender: appender{queue: make(chan request, opts.QueueSize)},
 		done:     make(chan struct{}),
 	}
 	seq, last, err := l.open(c)
