@@ -79,3 +79,6 @@ echo "install-deps: ok ($(PATH=/usr/local/go/bin:$PATH go version))"
 # (a static build from the Go module proxy: one to four minutes the first
 # time, cached afterwards).
 PATH=/usr/local/go/bin:$PATH "$(dirname "$0")/install-runsc.sh" | tail -n 1
+
+# etcd, for the fleet store's tests (three-member clusters on loopback).
+PATH=/usr/local/go/bin:$PATH "$(dirname "$0")/install-etcd.sh" | tail -n 1
