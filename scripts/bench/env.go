@@ -130,24 +130,38 @@ type machine struct {
 	loadBefore string
 	loadAfter  string
 	// others holds every other keygated agent seen while the run measured;
-	// see noteOthers.
+	// see watchOthers.
 	others map[int]bool
 }
 
-// noteOthers records the keygated agents other than ours running now.
-// Another agent on the host competes for the CPU and, when it starts,
-// removes the host links of sandboxes it has no record of, ours included
-// (hostagent's removeStrays), which breaks their network.
-func (e *env) noteOthers() {
-	if e.machine.others == nil {
-		e.machine.others = make(map[int]bool)
-	}
-	self := 0
-	if e.agent != nil {
-		self = e.agent.pid()
-	}
-	for _, pid := range otherAgents(self) {
-		e.machine.others[pid] = true
+// watchOthers records, twice a second until stop is called, the keygated
+// agents other than ours running on the host. Another agent competes for
+// the CPU and, when it starts, removes the host links of sandboxes it has
+// no record of, ours included (hostagent's removeStrays), which breaks
+// their network. stop returns what was seen.
+func (e *env) watchOthers() (stop func() map[int]bool) {
+	seen := make(map[int]bool)
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		tick := time.NewTicker(500 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			for _, pid := range otherAgents(e.agent.pid()) {
+				seen[pid] = true
+			}
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return func() map[int]bool {
+		close(done)
+		<-finished
+		return seen
 	}
 }
 

@@ -121,7 +121,6 @@ func (e *env) runStep(ctx context.Context, r *row, spec loadSpec, d time.Duratio
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	logf("%s: %s: %s", r.name, spec, strings.Join(cmd.Args, " "))
 
-	e.noteOthers()
 	cpu0 := e.proxyCPU(r)
 	err := cmd.Run()
 	if cpu1 := e.proxyCPU(r); cpu0 >= 0 && cpu1 >= 0 {

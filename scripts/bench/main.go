@@ -170,6 +170,7 @@ func run(ctx context.Context, o options) error {
 	}
 
 	res := &results{opts: o, machine: env.machine, started: started}
+	stopWatch := env.watchOthers()
 	if !o.skipLoad {
 		if err := runLoadRows(ctx, env, res); err != nil {
 			return err
@@ -182,6 +183,7 @@ func run(ctx context.Context, o options) error {
 	}
 	res.finished = time.Now()
 	res.machine.loadAfter = loadAverage()
+	res.machine.others = stopWatch()
 
 	// Report: stdout always, the docs directory and charts on request.
 	fmt.Print(res.markdown(nil))

@@ -72,7 +72,6 @@ func runScale(ctx context.Context, e *env, res *results) error {
 	}
 	for _, st := range steps {
 		progress("scale: %s", st.what)
-		e.noteOthers()
 		if err := st.fn(ctx, s); err != nil {
 			return fmt.Errorf("%s: %w", st.what, err)
 		}

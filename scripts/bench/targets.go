@@ -98,7 +98,7 @@ func (s *scaleResults) targets() []target {
 		mem.measured = fmtBytes(per)
 		mem.met = per <= goalSandboxBytes
 		if !mem.met {
-			mem.short = fmt.Sprintf("%.1f× the goal", per/goalSandboxBytes)
+			mem.short = fmt.Sprintf("%.2f× the goal", per/goalSandboxBytes)
 		}
 	} else {
 		mem.na = "no figures"
@@ -115,7 +115,7 @@ func durTarget(what string, got, goal time.Duration) target {
 	t.measured = fmtDur(got)
 	t.met = got <= goal
 	if !t.met {
-		t.short = fmt.Sprintf("%s over (%.1f× the goal)", fmtDur(got-goal), float64(got)/float64(goal))
+		t.short = fmt.Sprintf("%s over (%.2f× the goal)", fmtDur(got-goal), float64(got)/float64(goal))
 	}
 	return t
 }
