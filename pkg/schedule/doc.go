@@ -6,7 +6,8 @@
 //
 // The package knows nothing of sandboxes or of Linux: the agent supplies a
 // Runner that makes and waits for the sandbox, and a Store to keep
-// schedules in (Bolt, its own bbolt file, is the embedded one).
+// schedules in (Bolt, its own bbolt file, is the embedded one; Etcd, on the
+// cluster a fleet shares, the fleet's).
 //
 // # Due times
 //
@@ -48,10 +49,13 @@
 //
 // # Fleets
 //
-// Every host of a fleet runs a Scheduler over the same shared Store. Before
-// it runs a due time, a host claims it (Store.Claim); the store grants
-// each (schedule, due time) to exactly one host, so each due run happens
-// once, on whichever host claims first. Each host rereads the store at
-// least every Rescan, so a schedule created, paused or removed on one
-// host takes effect on the others within that time.
+// Every host of a fleet runs a Scheduler over the same shared Store (Etcd,
+// opened on the same prefix by every host). Before it runs a due time, a
+// host claims it (Store.Claim); the store grants each (schedule, due time)
+// to exactly one host, so each due run happens once, on whichever host
+// claims first. A host that claims a due time and then fails before its
+// run starts takes that run with it: a due time is never run twice, nor
+// handed to another host. Each host rereads the store at least every
+// Rescan, so a schedule created, paused or removed on one host takes
+// effect on the others within that time.
 package schedule

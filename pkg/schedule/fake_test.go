@@ -55,6 +55,13 @@ func (c *fakeClock) Advance(d time.Duration) {
 	})
 }
 
+// pending returns how many timers wait to fire.
+func (c *fakeClock) pending() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.timers)
+}
+
 type fakeTimer struct {
 	clock *fakeClock
 	at    time.Time
@@ -115,14 +122,14 @@ func blockUntilDone(ctx context.Context, job Job, out io.Writer) (Result, error)
 	return Result{ExitCode: 137, Sandbox: "sb-" + job.RunID}, nil
 }
 
-// harness is a scheduler on a fake clock and runner over a bbolt store in
-// a test directory.
+// harness is a scheduler on a fake clock and runner over a store: by
+// default a bbolt file in a test directory.
 type harness struct {
-	t      *testing.T
-	path   string
-	store  *Bolt
-	clock  *fakeClock
-	runner *fakeRunner
+	t         *testing.T
+	openStore func() Store // opens the store's data afresh
+	store     Store        // the store schedulers use unless told otherwise
+	clock     *fakeClock
+	runner    *fakeRunner
 
 	mu       sync.Mutex
 	events   []Event  // guarded by mu
@@ -132,21 +139,29 @@ type harness struct {
 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
-	h := &harness{t: t, path: filepath.Join(t.TempDir(), "schedules.db"), clock: newFakeClock(),
-		runner: newFakeRunner()}
+	path := filepath.Join(t.TempDir(), "schedules.db")
+	return newHarnessOn(t, func() Store {
+		st, err := OpenBolt(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	})
+}
+
+// newHarnessOn is a harness on the store openStore opens.
+func newHarnessOn(t *testing.T, openStore func() Store) *harness {
+	t.Helper()
+	h := &harness{t: t, openStore: openStore, clock: newFakeClock(), runner: newFakeRunner()}
 	h.open()
 	t.Cleanup(func() { h.store.Close() })
 	return h
 }
 
-// open (re)opens the store file, as a restarted agent would.
+// open (re)opens the store, as a restarted agent would.
 func (h *harness) open() {
 	h.t.Helper()
-	st, err := OpenBolt(h.path)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	h.store = st
+	h.store = h.openStore()
 }
 
 // scheduler starts a scheduler on the harness's store, clock and runner,

@@ -10,9 +10,9 @@ import (
 const DefaultHistory = 50
 
 // Store keeps schedules and their run history. The embedded engine (Bolt,
-// its own file in the state directory) serves one host; a fleet's
-// distributed engine implements the same interface over its shared store,
-// and every host's scheduler then reads the same schedules.
+// its own file in the state directory) serves one host; the fleet engine
+// (Etcd) implements the same interface over the fleet's etcd cluster, and
+// every host's scheduler then reads the same schedules.
 //
 // Every method is safe for concurrent use. Errors wrap ErrNotFound and
 // ErrExists where those apply.
@@ -50,7 +50,9 @@ type Store interface {
 	// distributed engine must decide in one transaction, creating
 	// <prefix>claims/<name>/<due unix seconds> = host if and only if the
 	// key is absent, and attach the key to a lease of a day or more so
-	// that claims expire without a sweeper.
+	// that claims expire without a sweeper. A claim whose outcome was
+	// lost (the cluster failed before replying) can be made again: the
+	// host finds its own claim.
 	Claim(ctx context.Context, name string, due time.Time, host string) (bool, error)
 
 	// Close releases the store.
