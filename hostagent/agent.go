@@ -39,7 +39,9 @@ type Agent struct {
 	log *slog.Logger
 
 	store        vault.Store
-	creds        *credCache // decrypted credentials; invalidated by every API change
+	etcd         *vault.Etcd // the store, when it is the fleet engine; else nil
+	unwatch      func()      // stops the store watch; nil until set
+	creds        *credCache  // decrypted credentials; invalidated by every API change
 	audit        audit.Log
 	auditErrs    atomic.Int64     // hot-path audit appends that failed
 	auditLimit   *lograte.Limiter // their log records, at most one a second
@@ -135,19 +137,13 @@ func (a *Agent) openState() error {
 	if err != nil {
 		return err
 	}
-	if a.store, err = vault.OpenBolt(filepath.Join(a.cfg.StateDir, "keygate.db"), key); err != nil {
+	if err := a.openStores(key); err != nil {
 		return err
 	}
 	a.creds = newCredCache(a.store, a.cfg.CredentialRefresh)
-	auditKey, err := audit.DeriveKey(key)
-	if err != nil {
-		return err
-	}
-	a.audit, err = audit.OpenFile(filepath.Join(a.cfg.StateDir, "audit.log"), auditKey,
-		audit.Options{Logger: a.log.With("subsystem", "audit")})
-	if err != nil {
-		return fmt.Errorf("open audit log: %w", err)
-	}
+	// Every change, made here or (fleet) on another host, drops the
+	// cached credentials at once: the next request reads the store.
+	a.unwatch = a.store.Watch(func(vault.Change) { a.creds.invalidate() })
 	if a.ca, err = ca.LoadOrCreate(filepath.Join(a.cfg.StateDir, "ca")); err != nil {
 		return err
 	}
@@ -415,14 +411,19 @@ func (a *Agent) Close() error {
 			errs = append(errs, netlink.AddrDel(lo, addr))
 		}
 	}
-	if a.store != nil {
-		errs = append(errs, a.store.Close())
+	if a.unwatch != nil {
+		a.unwatch()
 	}
+	// The schedule store and the audit log may share the vault store's
+	// etcd connection: they close first.
 	if a.schedStore != nil {
 		errs = append(errs, a.schedStore.Close())
 	}
 	if a.audit != nil {
 		errs = append(errs, a.audit.Close())
+	}
+	if a.store != nil {
+		errs = append(errs, a.store.Close())
 	}
 	os.Remove(a.cfg.Socket)
 	return errors.Join(errs...)

@@ -63,6 +63,13 @@ type Config struct {
 	// RunscDebugLog, if set, is a directory runsc writes debug logs to,
 	// one subdirectory per sandbox.
 	RunscDebugLog string
+	// Store is the vault store: "" for the embedded engine in StateDir, or
+	// etcd://host:2379,...[?prefix=..&cert=..&key=..&ca=..&grace=..] for a
+	// fleet sharing vaults on etcd.
+	Store string
+	// Node names this host in a fleet (its audit chain, schedule claims);
+	// default the host name.
+	Node string
 	// InspectAll terminates TLS for every connection, also those of
 	// sandboxes without credentials, which are otherwise spliced.
 	InspectAll bool

@@ -13,6 +13,10 @@ import (
 // a change made elsewhere (another host sharing the store) takes to arrive.
 const DefaultCredentialRefresh = 30 * time.Second
 
+// freshness is implemented by stores that can lose touch with the source
+// of truth (vault.Etcd).
+type freshness interface{ Fresh() error }
+
 // credKey names one credential.
 type credKey struct{ vault, name string }
 
@@ -59,6 +63,13 @@ func newCredCache(store vault.Store, refresh time.Duration) *credCache {
 // the store answers them without decrypting anything.
 func (c *credCache) get(vaultName, name string) (vault.Credential, vault.Secret, error) {
 	k := credKey{vaultName, name}
+	if f, ok := c.store.(freshness); ok {
+		// A fleet store cut off from its cluster for longer than its
+		// grace fails closed; so must what was cached from it.
+		if err := f.Fresh(); err != nil {
+			return vault.Credential{}, vault.Secret{}, err
+		}
+	}
 	c.mu.RLock()
 	e, ok := c.entries[k]
 	gen := c.gen

@@ -44,6 +44,8 @@ func main() {
 	flag.StringVar(&cfg.CgroupParent, "cgroup-parent", "", "cgroup v2 directory that holds sandbox cgroups (default CGROUP2-ROOT/keygate)")
 	flag.DurationVar(&cfg.CredentialRefresh, "credential-refresh", hostagent.DefaultCredentialRefresh,
 		"how long the proxy serves a credential from memory before re-reading the store")
+	flag.StringVar(&cfg.Store, "store", "", "vault store: empty for the embedded one in STATE-DIR, or etcd://h1:2379,h2:2379[?prefix=/keygate/&cert=F&key=F&ca=F&grace=30s] for a fleet")
+	flag.StringVar(&cfg.Node, "node", "", "this host's name in a fleet: its audit chain and schedule claims (default: the host name)")
 	flag.StringVar(&cfg.MetricsAddr, "metrics-addr", "",
 		"host address for Prometheus /metrics and /debug/pprof, e.g. 127.0.0.1:9464 (default off; sandboxes can never reach it)")
 	flag.StringVar(&cfg.RunscPath, "runsc", "", "gVisor's runsc binary, for --runtime runsc (default: runsc on PATH, then /usr/local/bin/runsc)")

@@ -33,6 +33,7 @@ const (
 	ReasonTooManyConns       Reason = "too_many_connections"
 	ReasonPlaintextHTTP      Reason = "plaintext_http"
 	ReasonUpstreamFailed     Reason = "upstream_failed"
+	ReasonStoreUnavailable   Reason = "store_unavailable"
 )
 
 // Sentinel errors a Credentials implementation returns from Lookup.
@@ -93,6 +94,8 @@ func credentialDenialMsg(err error) *denial {
 		return deny(ReasonUnknownPlaceholder, "a placeholder-shaped value in this request is not a live placeholder")
 	case errors.Is(err, vault.ErrArchived):
 		return deny(ReasonVaultArchived, "%s cannot be used: the vault was archived", name)
+	case errors.Is(err, vault.ErrUnavailable):
+		return deny(ReasonStoreUnavailable, "%s cannot be used: the credential store has been unreachable too long (failing closed)", name)
 	case errors.Is(err, vault.ErrNotFound):
 		return deny(ReasonCredentialRemoved, "%s cannot be used: it was removed", name)
 	default:

@@ -393,6 +393,12 @@ func (s *Etcd) markSynced(at time.Time) {
 
 // fresh returns nil while the view was confirmed current within the grace
 // period, and an error wrapping ErrUnavailable once it was not.
+// Fresh reports whether this host's copy is confirmed in sync with etcd
+// within the grace period: nil, or an error wrapping ErrUnavailable. A
+// cache of secrets layered on the engine consults it before serving, so
+// that it fails closed when the engine does.
+func (s *Etcd) Fresh() error { return s.fresh() }
+
 func (s *Etcd) fresh() error {
 	age := time.Since(s.start) - time.Duration(s.lastSync.Load())
 	if age <= s.cfg.Grace {

@@ -1,0 +1,153 @@
+//go:build linux
+
+package e2e
+
+import (
+	"crypto/rand"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/keygate/keygate/internal/etcdtest"
+	"github.com/keygate/keygate/internal/testutil"
+)
+
+// TestFleet runs two keygated hosts on one three-member etcd cluster:
+// vaults made on one are used by the other's sandboxes, a rotation on A
+// reaches B's next request within a second, an archive on B stops A at its
+// next credential use and next start, losing an etcd member fails nothing,
+// and a host cut off from etcd fails closed after its grace period.
+func TestFleet(t *testing.T) {
+	testutil.RequireEtcd(t)
+	w := world(t)
+	cluster := etcdtest.Start(t, 3)
+	var hosts []string
+	for _, m := range cluster.Members {
+		hosts = append(hosts, strings.TrimPrefix(m.ClientURL, "http://"))
+	}
+	keyFile := filepath.Join(t.TempDir(), "fleet.key")
+	k := make([]byte, 32)
+	rand.Read(k)
+	if err := os.WriteFile(keyFile, k, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// A talks to the whole cluster; B only to member 3, so that stopping
+	// member 3 cuts B off while the cluster stays up.
+	a := startAgent(t, w, "--store", "etcd://"+strings.Join(hosts, ",")+"?grace=3s",
+		"--master-key-file", keyFile, "--node", "host-a")
+	b := startAgent(t, w, "--store", "etcd://"+hosts[2]+"?grace=3s", "--master-key-file", keyFile,
+		"--node", "host-b", "--sandbox-cidr", "10.237.0.0/16", "--sandbox-cidr6", "fd6b:6761:7437::/48")
+
+	key1, key2 := secret(t), secret(t)
+	a.mustKG("", "vault", "create", "v")
+	a.mustKG(key1+"\n", "cred", "add", "v", "api", "--env", "API_KEY", "--domain", w.APIHost())
+	if !waitFor(5*time.Second, func() bool { return strings.Contains(b.mustKG("", "cred", "list", "v"), "api") }) {
+		t.Fatal("host B never saw the credential made on host A")
+	}
+
+	curl := []string{"sh", "-c", `curl -sS -m 10 -o /dev/null -w '%{http_code}' https://` + w.APIHost() + `/fleet -H "Authorization: Bearer $API_KEY"`}
+	exec := func(h *agent, id string) string {
+		out, _, _ := h.kg("", append([]string{"sandbox", "exec", id, "--"}, curl...)...)
+		return out
+	}
+	lastAuth := func() string {
+		reqs := w.Requests(w.APIHost())
+		if len(reqs) == 0 {
+			return ""
+		}
+		return reqs[len(reqs)-1].Header.Get("Authorization")
+	}
+	sbA := strings.TrimSpace(a.mustKG("", "sandbox", "create", "--vault", "v"))
+	sbB := strings.TrimSpace(b.mustKG("", "sandbox", "create", "--vault", "v"))
+	if out := exec(b, sbB); out != "200" || lastAuth() != "Bearer "+key1 {
+		t.Fatalf("B's sandbox: %q, API got the real key: %v", out, lastAuth() == "Bearer "+key1)
+	}
+
+	t.Run("rotation on A reaches B within a second", func(t *testing.T) {
+		a.mustKG(key2+"\n", "cred", "rotate", "v", "api")
+		rotated := time.Now()
+		time.Sleep(time.Second)
+		if out := exec(b, sbB); out != "200" || lastAuth() != "Bearer "+key2 {
+			t.Fatalf("B's next request a second after the rotation: %q, new key: %v", out, lastAuth() == "Bearer "+key2)
+		}
+		t.Logf("B's request %v after the rotation carried the new key", time.Since(rotated).Round(time.Millisecond))
+	})
+
+	t.Run("losing one etcd member fails no request", func(t *testing.T) {
+		cluster.Members[0].Kill()
+		for i := range 5 {
+			for _, h := range []struct {
+				a  *agent
+				id string
+			}{{a, sbA}, {b, sbB}} {
+				if out := exec(h.a, h.id); out != "200" {
+					t.Fatalf("request %d with a member down: %q", i, out)
+				}
+			}
+		}
+		cluster.Restart(cluster.Members[0])
+	})
+
+	t.Run("archive on B stops A", func(t *testing.T) {
+		b.mustKG("", "vault", "archive", "v")
+		time.Sleep(500 * time.Millisecond)
+		out, _, _ := a.kg("", "sandbox", "exec", sbA, "--", "sh", "-c",
+			`curl -sS -m 10 -w '\n%{http_code}' https://`+w.APIHost()+`/fleet -H "Authorization: Bearer $API_KEY"`)
+		if !strings.HasSuffix(out, "\n403") || !strings.Contains(out, "vault_archived") {
+			t.Fatalf("A's sandbox after the archive on B: %q", out)
+		}
+		if _, errOut, code := a.run([]string{"--vault", "v"}, "true"); code != 125 || !strings.Contains(errOut, "archived") {
+			t.Fatalf("A started a sandbox on the archived vault: exit %d, %q", code, errOut)
+		}
+	})
+
+	t.Run("a host cut off from etcd fails closed after its grace", func(t *testing.T) {
+		a.mustKG("", "vault", "create", "v2")
+		a.mustKG(key1+"\n", "cred", "add", "v2", "api", "--env", "API_KEY", "--domain", w.APIHost())
+		if !waitFor(5*time.Second, func() bool { return strings.Contains(b.mustKG("", "cred", "list", "v2"), "api") }) {
+			t.Fatal("B never saw v2")
+		}
+		sbB2 := strings.TrimSpace(b.mustKG("", "sandbox", "create", "--vault", "v2"))
+		sbA2 := strings.TrimSpace(a.mustKG("", "sandbox", "create", "--vault", "v2"))
+		if out := exec(b, sbB2); out != "200" {
+			t.Fatalf("B before the cut: %q", out)
+		}
+		cluster.Members[2].Stop()
+		// Within the grace B still serves what it has; after it, it
+		// refuses rather than use a credential it cannot confirm.
+		deadline := time.Now().Add(3*time.Second + 5*time.Second)
+		for {
+			out, _, _ := b.kg("", "sandbox", "exec", sbB2, "--", "sh", "-c",
+				`curl -sS -m 10 -w '\n%{http_code}' https://`+w.APIHost()+`/fleet -H "Authorization: Bearer $API_KEY"`)
+			if strings.HasSuffix(out, "\n403") && strings.Contains(out, "store_unavailable") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("B still served %v after losing etcd: %q", 8*time.Second, out)
+			}
+			time.Sleep(300 * time.Millisecond)
+		}
+		if out := exec(a, sbA2); out != "200" {
+			t.Fatalf("A, still connected, failed: %q", out)
+		}
+		cluster.Restart(cluster.Members[2])
+		if !waitFor(15*time.Second, func() bool { return exec(b, sbB2) == "200" }) {
+			t.Fatal("B did not recover after etcd came back")
+		}
+	})
+
+	for _, h := range []*agent{a, b} {
+		if out, errOut, code := h.kg("", "audit", "verify"); code != 0 {
+			t.Errorf("audit verify: %s %s", out, errOut)
+		}
+	}
+	a.stop()
+	b.stop()
+	for _, k := range []string{key1, key2} {
+		if strings.Contains(a.log.String()+b.log.String(), k) {
+			t.Fatal("a secret appeared in an agent's log")
+		}
+	}
+}
