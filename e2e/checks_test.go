@@ -11,6 +11,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/keygate/keygate/internal/nlretry"
 	"github.com/keygate/keygate/pkg/testworld"
 )
 
@@ -41,7 +42,7 @@ func attackerSaw(w *testworld.World, s string) bool {
 // sandbox links, no cgroups, no service address, no socket.
 func assertNoResidue(t *testing.T, a *agent) {
 	t.Helper()
-	links, err := netlink.LinkList()
+	links, err := nlretry.Do(netlink.LinkList)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -103,6 +103,31 @@ func TestFleet(t *testing.T) {
 		}
 	})
 
+	t.Run("each due run happens once in the fleet", func(t *testing.T) {
+		a.mustKG("", "schedule", "create", "tick", "--cron", "@every 2s", "--", "true")
+		if !waitFor(5*time.Second, func() bool { return strings.Contains(b.mustKG("", "schedule", "list"), "tick") }) {
+			t.Fatal("host B never saw the schedule made on host A")
+		}
+		b.waitRuns(t, "tick", 4, 20*time.Second)
+		a.mustKG("", "schedule", "pause", "tick")
+		time.Sleep(time.Second)
+		var runs []struct {
+			Due  time.Time
+			Host string
+		}
+		jsonInto(t, b.mustKG("", "schedule", "runs", "tick", "--json"), &runs)
+		seen := map[time.Time]string{}
+		hosts := map[string]int{}
+		for _, r := range runs {
+			if prev, dup := seen[r.Due]; dup {
+				t.Fatalf("due time %v ran on %s and on %s", r.Due, prev, r.Host)
+			}
+			seen[r.Due] = r.Host
+			hosts[r.Host]++
+		}
+		t.Logf("%d due times, each run once; by host: %v", len(runs), hosts)
+	})
+
 	t.Run("a host cut off from etcd fails closed after its grace", func(t *testing.T) {
 		a.mustKG("", "vault", "create", "v2")
 		a.mustKG(key1+"\n", "cred", "add", "v2", "api", "--env", "API_KEY", "--domain", w.APIHost())

@@ -13,6 +13,8 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netlink"
+
+	"github.com/keygate/keygate/internal/nlretry"
 )
 
 // TestPersistentSandbox drives sandbox create, exec, list and rm.
@@ -199,7 +201,7 @@ func TestManySandboxes(t *testing.T) {
 // no host links, cgroups, namespace pins or records.
 func assertNoSandboxes(t *testing.T, a *agent) {
 	t.Helper()
-	links, _ := netlink.LinkList()
+	links, _ := nlretry.Do(netlink.LinkList)
 	for _, l := range links {
 		if ours(l) {
 			t.Errorf("sandbox link %s left behind", l.Attrs().Name)

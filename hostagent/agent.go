@@ -40,6 +40,7 @@ type Agent struct {
 
 	store        vault.Store
 	etcd         *vault.Etcd // the store, when it is the fleet engine; else nil
+	etcdPrefix   string      // the fleet engine's key prefix
 	unwatch      func()      // stops the store watch; nil until set
 	creds        *credCache  // decrypted credentials; invalidated by every API change
 	audit        audit.Log
@@ -50,7 +51,7 @@ type Agent struct {
 	leaves       *ca.Leaves
 	started      time.Time
 	sched        *schedule.Scheduler // nil until started
-	schedStore   *schedule.Bolt
+	schedStore   schedule.Store
 	ca           *ca.CA
 	bundle       string // sandbox trust bundle: system roots + host CA
 	resolv       string // resolv.conf shown to sandboxes

@@ -14,6 +14,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/keygate/keygate/bpf"
+	"github.com/keygate/keygate/internal/nlretry"
 	"github.com/keygate/keygate/pkg/cgroup"
 	"github.com/keygate/keygate/pkg/jail"
 	"github.com/keygate/keygate/pkg/netns"
@@ -251,7 +252,7 @@ func (a *Agent) removeStrays(known map[string]bool) {
 			}
 		}
 	}
-	links, _ := netlink.LinkList()
+	links, _ := nlretry.Do(netlink.LinkList)
 	for _, l := range links {
 		if id, ok := strings.CutPrefix(l.Attrs().Name, linkPrefix); ok && !known[id] {
 			netlink.LinkDel(l)

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/keygate/keygate/pkg/api"
@@ -19,7 +20,7 @@ import (
 // startScheduler opens the schedule store and starts the scheduler: every
 // due job runs in a fresh sandbox exactly as keygate run would.
 func (a *Agent) startScheduler() error {
-	st, err := schedule.OpenBolt(filepath.Join(a.cfg.StateDir, "schedules.db"))
+	st, err := a.openScheduleStore()
 	if err != nil {
 		return fmt.Errorf("open schedule store: %w", err)
 	}
@@ -27,6 +28,7 @@ func (a *Agent) startScheduler() error {
 	a.sched, err = schedule.New(schedule.Config{
 		Store:     st,
 		Runner:    scheduleRunner{a},
+		Host:      a.nodeName(),
 		Logger:    a.log.With("subsystem", "schedule"),
 		Check:     a.checkScheduleSpec,
 		Audit:     a.auditScheduleEvent,
@@ -36,6 +38,18 @@ func (a *Agent) startScheduler() error {
 		return err
 	}
 	return a.sched.Start(context.Background())
+}
+
+// openScheduleStore is the schedules' store: a file in the state
+// directory, or, in a fleet, the fleet's etcd cluster, where claims make
+// each due run happen on one host only. Its prefix is beside the vault
+// engine's, not under it: run records are rewritten at every run, and the
+// vault engine watches everything under its prefix.
+func (a *Agent) openScheduleStore() (schedule.Store, error) {
+	if a.etcd == nil {
+		return schedule.OpenBolt(filepath.Join(a.cfg.StateDir, "schedules.db"))
+	}
+	return schedule.OpenEtcd(a.etcd.Client(), strings.TrimSuffix(a.etcdPrefix, "/")+"-schedule/")
 }
 
 // checkScheduleSpec refuses a schedule whose sandbox could never start.

@@ -3,6 +3,7 @@
 package hostagent
 
 import (
+	"cmp"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -42,6 +43,7 @@ func (a *Agent) openStores(masterKey []byte) error {
 		return fmt.Errorf("open etcd store: %w", err)
 	}
 	a.store, a.etcd = st, st
+	a.etcdPrefix = cmp.Or(cfg.Prefix, vault.DefaultEtcdPrefix)
 	a.audit, err = audit.OpenEtcd(st.Client(), auditKey, audit.EtcdOptions{
 		Prefix: cfg.Prefix, Host: a.nodeName(), Logger: a.log.With("subsystem", "audit"),
 	})

@@ -14,6 +14,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/keygate/keygate/internal/nlretry"
 )
 
 // netnsDir is where named namespaces are bind-mounted, as `ip netns` expects.
@@ -253,7 +255,7 @@ func waitNotTentative(h *netlink.Handle, name string, want []netip.Prefix) error
 // tentativeAddrs returns the IPv6 addresses of want that link lacks or holds
 // only tentatively.
 func tentativeAddrs(h *netlink.Handle, link netlink.Link, want []netip.Prefix) ([]netip.Addr, error) {
-	addrs, err := h.AddrList(link, netlink.FAMILY_V6)
+	addrs, err := nlretry.Do(func() ([]netlink.Addr, error) { return h.AddrList(link, netlink.FAMILY_V6) })
 	if err != nil {
 		return nil, fmt.Errorf("list addresses of %s: %w", link.Attrs().Name, err)
 	}
@@ -276,7 +278,7 @@ func tentativeAddrs(h *netlink.Handle, link netlink.Link, want []netip.Prefix) (
 // checkPrefixFree fails if a host address already falls inside p, which
 // would mean another world (or something else) owns the subnet.
 func checkPrefixFree(p netip.Prefix) error {
-	addrs, err := netlink.AddrList(nil, netlink.FAMILY_ALL)
+	addrs, err := nlretry.Do(func() ([]netlink.Addr, error) { return netlink.AddrList(nil, netlink.FAMILY_ALL) })
 	if err != nil {
 		return fmt.Errorf("list host addresses: %w", err)
 	}

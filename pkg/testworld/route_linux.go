@@ -8,6 +8,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/keygate/keygate/internal/nlretry"
 )
 
 // addRoutes routes each of dsts from the host into the world through the
@@ -68,7 +70,9 @@ func (n *network) routeHeld(dst netip.Prefix) (bool, error) {
 		family = netlink.FAMILY_V6
 	}
 	filter := &netlink.Route{Table: unix.RT_TABLE_MAIN}
-	routes, err := netlink.RouteListFiltered(family, filter, netlink.RT_FILTER_TABLE)
+	routes, err := nlretry.Do(func() ([]netlink.Route, error) {
+		return netlink.RouteListFiltered(family, filter, netlink.RT_FILTER_TABLE)
+	})
 	if err != nil {
 		return false, fmt.Errorf("list host routes: %w", err)
 	}

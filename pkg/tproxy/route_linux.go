@@ -10,6 +10,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/keygate/keygate/internal/nlretry"
 )
 
 // RulePriority is the priority of the policy routing rule Install adds:
@@ -133,7 +135,9 @@ func (p *policy) install(family int) error {
 // has is the local one Install adds.
 func (p *policy) checkRoute(family int) error {
 	filter := &netlink.Route{Table: p.table}
-	routes, err := p.h.RouteListFiltered(family, filter, netlink.RT_FILTER_TABLE)
+	routes, err := nlretry.Do(func() ([]netlink.Route, error) {
+		return p.h.RouteListFiltered(family, filter, netlink.RT_FILTER_TABLE)
+	})
 	if err != nil {
 		return err
 	}
