@@ -152,6 +152,8 @@ func methodSection(p printer, r *results) {
 	p("- **New connection per request**: neither h2load nor wrk can open a connection per request (over\n")
 	p("  HTTP/2 at all), so `kgbench newconn` does: N workers each loop TCP connect, full TLS handshake (no\n")
 	p("  resumption), one GET, read the body, close, for %s. Latency is connect to last body byte.\n", r.opts.duration)
+	p("  On the host it dials the `--connect-to` address; in a sandbox it resolves the name for every\n")
+	p("  connection through keygate's resolver (Go keeps no DNS cache), as a real client would.\n")
 	p("- **req/s** counts 2xx answers only. **failed** counts everything else (4xx, 5xx, errors); the number\n")
 	p("  in parentheses is 4xx, i.e. requests the upstream refused for a missing or wrong secret.\n")
 	p("- **Proxy CPU** is utime+stime of the proxy process from `/proc/<pid>/stat` before and after the step\n")
