@@ -55,9 +55,19 @@ func (a *Agent) handleRun(w http.ResponseWriter, r *http.Request) {
 		writeStoreError(w, err)
 		return
 	}
+	a.serveStream(w, "run", func(stdio []*os.File, conn *net.UnixConn, enc *json.Encoder) (int, error) {
+		return a.run(plan, req, stdio, conn, enc)
+	})
+}
+
+// serveStream switches w's connection to the run protocol, receives the
+// caller's stdio and streams the outcome of fn: an exit event with its
+// status, or an error event.
+func (a *Agent) serveStream(w http.ResponseWriter, what string,
+	fn func(stdio []*os.File, conn *net.UnixConn, enc *json.Encoder) (int, error)) {
 	conn, stdio, err := upgradeRun(w)
 	if err != nil {
-		a.log.Warn("run upgrade failed", "err", err)
+		a.log.Warn(what+" upgrade failed", "err", err)
 		return
 	}
 	defer conn.Close()
@@ -66,7 +76,7 @@ func (a *Agent) handleRun(w http.ResponseWriter, r *http.Request) {
 	a.runs.Add(1)
 	defer a.runs.Done()
 	enc := json.NewEncoder(conn)
-	code, err := a.run(plan, req, stdio, conn, enc)
+	code, err := fn(stdio, conn, enc)
 	if err != nil {
 		enc.Encode(api.RunEvent{Event: "error", Error: err.Error()})
 		return

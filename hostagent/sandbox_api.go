@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -133,23 +134,9 @@ func (a *Agent) handleExec(w http.ResponseWriter, r *http.Request) {
 		writeStoreError(w, fmt.Errorf("sandbox %s: %w: exec needs a sandbox made by sandbox create", sb.id, vault.ErrInvalid))
 		return
 	}
-	conn, stdio, err := upgradeRun(w)
-	if err != nil {
-		a.log.Warn("exec upgrade failed", "err", err)
-		return
-	}
-	defer conn.Close()
-	defer closeAll(stdio)
-
-	a.runs.Add(1)
-	defer a.runs.Done()
-	enc := json.NewEncoder(conn)
-	code, err := a.exec(sb, req, stdio, conn)
-	if err != nil {
-		enc.Encode(api.RunEvent{Event: "error", Error: err.Error()})
-		return
-	}
-	enc.Encode(api.RunEvent{Event: "exit", ExitCode: code})
+	a.serveStream(w, "exec", func(stdio []*os.File, conn *net.UnixConn, _ *json.Encoder) (int, error) {
+		return a.exec(sb, req, stdio, conn)
+	})
 }
 
 // exec starts req's command in sb and waits for it, the caller's
