@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package nlretry repeats netlink dumps the kernel interrupted. A dump
 // (links, addresses, routes, rules) that races a change elsewhere on the
 // host comes back flagged as possibly inconsistent; vishvananda/netlink
