@@ -259,3 +259,24 @@ func assertNoSandboxes(t *testing.T, a *agent) {
 		}
 	}
 }
+
+// TestAgentsShareAHost starts a second agent while the first has a live
+// sandbox: the newcomer's clean-up of strays must leave the other agent's
+// sandboxes alone.
+func TestAgentsShareAHost(t *testing.T) {
+	w := world(t)
+	a := startAgent(t, w)
+	key := secret(t)
+	a.mustKG("", "vault", "create", "v")
+	a.mustKG(key+"\n", "cred", "add", "v", "api", "--env", "API_KEY", "--domain", w.APIHost())
+	id := strings.TrimSpace(a.mustKG("", "sandbox", "create", "--vault", "v"))
+	curl := []string{"sandbox", "exec", id, "--", "sh", "-c",
+		`curl -sS -m 10 -o /dev/null -w '%{http_code}' https://` + w.APIHost() + `/shared -H "Authorization: Bearer $API_KEY"`}
+	if out := a.mustKG("", curl...); out != "200" {
+		t.Fatalf("before the second agent: %q", out)
+	}
+	startAgent(t, w, "--sandbox-cidr", "10.237.0.0/16", "--sandbox-cidr6", "fd6b:6761:7437::/48")
+	if out := a.mustKG("", curl...); out != "200" {
+		t.Fatalf("after a second agent started: %q", out)
+	}
+}

@@ -254,7 +254,10 @@ func (a *Agent) removeStrays(known map[string]bool) {
 	}
 	links, _ := nlretry.Do(netlink.LinkList)
 	for _, l := range links {
-		if id, ok := strings.CutPrefix(l.Attrs().Name, linkPrefix); ok && !known[id] {
+		id, ok := strings.CutPrefix(l.Attrs().Name, linkPrefix)
+		// Only this agent's links: another agent's sandboxes are not
+		// strays, whatever this agent's records say.
+		if ok && !known[id] && l.Attrs().Alias == a.linkOwner() {
 			netlink.LinkDel(l)
 		}
 	}

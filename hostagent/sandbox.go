@@ -391,8 +391,13 @@ func (a *Agent) netConfig(s *sandbox) netns.Config {
 		HostAddr6:    a.pool.host6(s.block),
 		SandboxAddr6: a.pool.sandbox6(s.block),
 		Pin:          a.netnsPin(s.id),
+		Owner:        a.linkOwner(),
 	}
 }
+
+// linkOwner marks this agent's host links (their alias): several agents
+// can share a host, and one must never remove another's sandboxes.
+func (a *Agent) linkOwner() string { return "keygate " + a.cfg.CgroupParent }
 
 // teardown removes everything a sandbox holds: its processes, cgroup,
 // network, pins, record and address lease. It is safe on a partly created

@@ -32,6 +32,9 @@ type Config struct {
 	// can be opened again (Open) by an agent that restarted, or by a
 	// runtime that takes a namespace path. "" = no pin.
 	Pin string
+	// Owner, if set, is written as the host link's alias (ifalias) so an
+	// agent can tell its own links from those of other agents on the host.
+	Owner string
 }
 
 func (c Config) validate() error {
@@ -115,7 +118,7 @@ func Create(cfg Config) (n *Net, err error) {
 	}()
 
 	veth := &netlink.Veth{
-		LinkAttrs:     netlink.LinkAttrs{Name: cfg.HostLink},
+		LinkAttrs:     netlink.LinkAttrs{Name: cfg.HostLink, Alias: cfg.Owner},
 		PeerName:      "eth0",
 		PeerNamespace: netlink.NsFd(int(ns)),
 	}

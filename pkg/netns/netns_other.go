@@ -19,6 +19,7 @@ type Config struct {
 	SandboxAddr             netip.Prefix
 	HostAddr6, SandboxAddr6 netip.Prefix
 	Pin                     string
+	Owner                   string
 }
 
 // Net is unavailable on this system.
