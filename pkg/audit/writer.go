@@ -19,8 +19,10 @@ type writer struct {
 	batch       []request // reused between commits
 	buf         []byte    // the lines of one commit, reused
 	headFailed  bool      // the last head write failed; logged once per outage
-	headPending bool      // records were committed since the head was written
+	headPending bool      // records were synced since the head was written
 	headAt      time.Time // when the head was last written
+	syncPending bool      // records were written since the last fsync
+	syncedAt    time.Time // when the file was last fsynced
 }
 
 // headEvery bounds how often the head file is replaced under load. The
@@ -29,6 +31,13 @@ type writer struct {
 // steady stream of records it trails the log by at most this long. A batch
 // with a record someone waits for (AppendSync), and Close, always write it.
 const headEvery = 250 * time.Millisecond
+
+// syncEvery bounds how long records appended without waiting (Append, the
+// proxy's hot path) stay written but not fsynced. They are in the page
+// cache, so a crash of keygated loses none of them; only a crash of the
+// host can lose up to this much. AppendSync always fsyncs before it
+// returns, and Close before it closes.
+const syncEvery = 50 * time.Millisecond
 
 // run commits batches until Close closes the queue and it is drained.
 func (w *writer) run() {
@@ -39,13 +48,42 @@ func (w *writer) run() {
 		if len(batch) > 0 {
 			w.commit(batch)
 		}
-		if w.headPending && (!open || time.Since(w.headAt) >= headEvery) {
-			w.updateHead()
-		}
+		w.flushDue(!open)
 		if !open {
 			return
 		}
 	}
+}
+
+// flushDue fsyncs and replaces the head when they are due, or now if all
+// is set.
+func (w *writer) flushDue(all bool) {
+	if w.syncPending && (all || time.Since(w.syncedAt) >= syncEvery) {
+		if err := w.sync(); err != nil {
+			w.l.broken.CompareAndSwap(nil, &err)
+			return
+		}
+	}
+	if w.headPending && (all || time.Since(w.headAt) >= headEvery) {
+		w.updateHead()
+	}
+}
+
+// nextDue is how long until the next pending fsync or head update is
+// due, and whether one is pending at all.
+func (w *writer) nextDue() (time.Duration, bool) {
+	var wait time.Duration
+	pending := false
+	if w.syncPending {
+		wait, pending = syncEvery-time.Since(w.syncedAt), true
+	}
+	if w.headPending {
+		if d := headEvery - time.Since(w.headAt); !pending || d < wait {
+			wait = d
+		}
+		pending = true
+	}
+	return max(wait, 0), pending
 }
 
 // collect waits for one request, then takes whatever else is queued, up to
@@ -56,8 +94,8 @@ func (w *writer) run() {
 // empty batch then.
 func (w *writer) collect() ([]request, bool) {
 	var due <-chan time.Time
-	if w.headPending {
-		t := time.NewTimer(headEvery - time.Since(w.headAt))
+	if wait, pending := w.nextDue(); pending {
+		t := time.NewTimer(wait)
 		defer t.Stop()
 		due = t.C
 	}
@@ -86,8 +124,9 @@ func (w *writer) collect() ([]request, bool) {
 	return batch, true
 }
 
-// commit chains, writes and fsyncs one batch, tells the waiters, then
-// replaces the head.
+// commit chains and writes one batch and tells the waiters; a batch with
+// a waiter is fsynced and named by the head first. Other batches are
+// fsynced within syncEvery (flushDue).
 func (w *writer) commit(batch []request) {
 	defer clear(batch) // drop the records for the garbage collector
 
@@ -103,10 +142,15 @@ func (w *writer) commit(batch []request) {
 	}
 
 	w.seq, w.prev = seq, prev
-	w.headPending = true
 	if waited(batch) {
-		// Someone waits for durability: the head names the record before
-		// they are told, so truncating it away is caught.
+		// Someone waits for durability: the records are fsynced, and the
+		// head names them, before they are told, so truncating them away
+		// is caught.
+		if err := w.sync(); err != nil {
+			w.l.broken.CompareAndSwap(nil, &err)
+			notify(batch, err)
+			return
+		}
 		w.updateHead()
 	}
 	notify(batch, nil)
@@ -152,13 +196,21 @@ func (w *writer) write() error {
 		return fmt.Errorf("write audit log: %w: %w", ErrBroken, err)
 	}
 	w.l.size.Add(int64(len(w.buf)))
+	w.syncPending = true
+	return nil
+}
 
+// sync fsyncs the log; the head, which names only durable records, may be
+// replaced after it.
+func (w *writer) sync() error {
 	// After a failed fsync the kernel may have dropped the dirty pages, so
 	// a retry proves nothing (https://lwn.net/Articles/752063/): the log
 	// stops instead.
 	if err := w.l.f.Sync(); err != nil {
 		return fmt.Errorf("sync audit log: %w: %w", ErrBroken, err)
 	}
+	w.syncPending, w.syncedAt = false, time.Now()
+	w.headPending = true
 	return nil
 }
 

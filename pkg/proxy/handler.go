@@ -1,7 +1,10 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
+	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -90,8 +93,10 @@ func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // redactResponse is the reverse proxy's ModifyResponse: when the request
 // carried secrets, every form of them in the response's headers and body
-// is replaced by the sandbox's placeholder. The body is then streamed
-// without a Content-Length, since replacing changes its length.
+// is replaced by the sandbox's placeholder. A body of known length up to
+// maxBufferedRedaction is redacted whole and keeps a correct length; a
+// longer or unbounded one is streamed without a Content-Length, since
+// replacing changes it.
 func redactResponse(resp *http.Response) error {
 	in := injectionOf(resp.Request.Context())
 	if in == nil {
@@ -110,11 +115,37 @@ func redactResponse(resp *http.Response) error {
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		return nil
 	}
-	if resp.Body != nil && resp.Body != http.NoBody {
-		// Trailer values arrive with the end of the body.
-		resp.Body = red.body(resp.Body, func() { red.headers(resp.Trailer) })
-		resp.ContentLength = -1
-		resp.Header.Del("Content-Length")
+	if resp.Body == nil || resp.Body == http.NoBody {
+		return nil
 	}
+	if resp.ContentLength >= 0 && resp.ContentLength <= maxBufferedRedaction {
+		return redactWhole(resp, red)
+	}
+	// Trailer values arrive with the end of the body.
+	resp.Body = red.body(resp.Body, func() { red.headers(resp.Trailer) })
+	resp.ContentLength = -1
+	resp.Header.Del("Content-Length")
+	return nil
+}
+
+// maxBufferedRedaction is the largest body with a known length that is
+// redacted whole rather than streamed. Most API answers are small; read
+// whole they keep a correct Content-Length and go out in one write,
+// instead of as a stream flushed after every read.
+const maxBufferedRedaction = 1 << 20
+
+// redactWhole reads a body of known length, redacts it and gives the
+// response its new length.
+func redactWhole(resp *http.Response, red *redactor) error {
+	b, err := io.ReadAll(io.LimitReader(resp.Body, resp.ContentLength+1))
+	resp.Body.Close()
+	if err != nil {
+		return fmt.Errorf("read upstream body: %w", err)
+	}
+	out := red.replaceAll(b)
+	red.headers(resp.Trailer)
+	resp.Body = io.NopCloser(bytes.NewReader(out))
+	resp.ContentLength = int64(len(out))
+	resp.Header.Set("Content-Length", strconv.Itoa(len(out)))
 	return nil
 }

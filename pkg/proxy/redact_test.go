@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/hex"
 	"io"
@@ -112,5 +113,37 @@ func TestRedactorDoesNotDelayStreams(t *testing.T) {
 	rest, _ := io.ReadAll(body)
 	if string(rest) != "[ph] end" {
 		t.Fatalf("rest = %q", rest)
+	}
+}
+
+// A small body of known length is redacted whole and keeps a correct
+// Content-Length; an unbounded one is streamed without one.
+func TestRedactResponseLengths(t *testing.T) {
+	in := &injection{shown: map[string]string{"SECRET-0123456789": "kgph_x"}}
+	req, _ := http.NewRequest(http.MethodGet, "https://a.test/", nil)
+	req = req.WithContext(context.WithValue(req.Context(), injectionKey{}, in))
+	for _, tt := range []struct {
+		name   string
+		length int64
+		wantCL int64
+	}{{"known length", 29, 18}, {"unknown length", -1, -1}} {
+		t.Run(tt.name, func(t *testing.T) {
+			body := `{"echo":"SECRET-0123456789"}` + "\n"
+			resp := &http.Response{StatusCode: 200, Header: http.Header{}, Request: req,
+				ContentLength: tt.length, Body: io.NopCloser(strings.NewReader(body))}
+			if tt.length >= 0 {
+				resp.Header.Set("Content-Length", "29")
+			}
+			if err := redactResponse(resp); err != nil {
+				t.Fatal(err)
+			}
+			got, _ := io.ReadAll(resp.Body)
+			if string(got) != `{"echo":"kgph_x"}`+"\n" || resp.ContentLength != tt.wantCL {
+				t.Fatalf("body %q, length %d; want the redacted body, length %d", got, resp.ContentLength, tt.wantCL)
+			}
+			if tt.wantCL >= 0 && resp.Header.Get("Content-Length") != "18" {
+				t.Fatalf("Content-Length header %q", resp.Header.Get("Content-Length"))
+			}
+		})
 	}
 }
