@@ -88,6 +88,11 @@ func (r *results) markdown(charts []string) string {
 	if kg := r.row("keygate"); kg != nil && kg.profile != nil {
 		kg.profile.section(p)
 	}
+	// Figures measured by other tools (the fleet store's propagation, a Go
+	// benchmark) are kept in a file of their own and carried over.
+	if extra, err := os.ReadFile(filepath.Join("docs", "bench", "fleet.md")); err == nil {
+		p("%s\n", extra)
+	}
 	if len(charts) > 0 {
 		p("## Charts\n\n")
 		for _, c := range charts {
