@@ -174,6 +174,7 @@ func New(cfg Config) (*Proxy, error) {
 		Rewrite:        rewrite,
 		Transport:      p.upstreams,
 		ModifyResponse: redactResponse,
+		BufferPool:     copyBuffers{},
 		ErrorHandler:   p.upstreamError,
 		ErrorLog:       log.New(io.Discard, "", 0),
 	}
@@ -287,3 +288,18 @@ func rewrite(pr *httputil.ProxyRequest) {
 	pr.Out.URL.Host = ci.dst.String()
 	pr.Out.Host = pr.In.Host
 }
+
+// copyBuffers lends the reverse proxy its body copy buffers: without a
+// pool it allocates 32 KiB per response, two thirds of the proxy's
+// allocation under load.
+type copyBuffers struct{}
+
+var copyBufferPool = sync.Pool{New: func() any {
+	b := make([]byte, 32<<10)
+	return &b
+}}
+
+func (copyBuffers) Get() []byte  { return *copyBufferPool.Get().(*[]byte) }
+func (copyBuffers) Put(b []byte) { copyBufferPool.Put(&b) }
+
+var _ httputil.BufferPool = copyBuffers{}
