@@ -103,20 +103,6 @@ func writeFileSync(path string, b []byte) error {
 	return err
 }
 
-// syncDir fsyncs a directory so that files created in it survive a crash.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("sync dir: %w", err)
-	}
-	defer d.Close()
-
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync dir %s: %w", dir, err)
-	}
-	return nil
-}
-
 // headPath returns the head file of the log at path.
 func headPath(path string) string {
 	return filepath.Clean(path) + headSuffix

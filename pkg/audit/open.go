@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/keygate/keygate/internal/fsutil"
 )
 
 // OpenFile opens the audit log at path, creating it and its head file
@@ -108,7 +110,7 @@ func (l *File) createHead(c *chainer) error {
 	if err := writeHead(l.headPath, c, 0, genesis); err != nil {
 		return err
 	}
-	return syncDir(filepath.Dir(l.path))
+	return fsutil.SyncDir(filepath.Dir(l.path))
 }
 
 // recoverTail checks the end of the log against h, the head (nil if there

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+
+	"github.com/keygate/keygate/internal/fsutil"
 )
 
 // systemRootPaths are the distributions' system trust bundles, in the order
@@ -41,7 +43,7 @@ func (c *CA) writeBundle(path string, rootPaths []string) error {
 	}
 	buf.Write(c.certPEM)
 
-	if err := writeFileAtomic(path, buf.Bytes(), 0o644); err != nil {
+	if err := fsutil.WriteFileAtomic(path, buf.Bytes(), 0o644); err != nil {
 		return fmt.Errorf("writing trust bundle: %w", err)
 	}
 	return nil

@@ -23,6 +23,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/keygate/keygate/internal/fsutil"
 )
 
 // File names inside the directory given to LoadOrCreate.
@@ -106,11 +108,11 @@ func create(dir string) (*CA, error) {
 	}
 
 	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
-	if err := writeFileAtomic(filepath.Join(dir, keyFile), keyPEM, 0o600); err != nil {
+	if err := fsutil.WriteFileAtomic(filepath.Join(dir, keyFile), keyPEM, 0o600); err != nil {
 		return nil, fmt.Errorf("writing ca key: %w", err)
 	}
 	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	if err := writeFileAtomic(filepath.Join(dir, certFile), certPEM, 0o644); err != nil {
+	if err := fsutil.WriteFileAtomic(filepath.Join(dir, certFile), certPEM, 0o644); err != nil {
 		return nil, fmt.Errorf("writing ca certificate: %w", err)
 	}
 

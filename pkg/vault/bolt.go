@@ -11,6 +11,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/keygate/keygate/internal/fsutil"
 )
 
 // Bucket layout. Metadata and sealed material live in separate top-level
@@ -107,7 +109,7 @@ func (s *Bolt) open() error {
 		return err
 	}
 	if errors.Is(statErr, fs.ErrNotExist) {
-		err = syncDir(filepath.Dir(s.path))
+		err = fsutil.SyncDir(filepath.Dir(s.path))
 	}
 
 	pending := false

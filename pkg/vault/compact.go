@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/keygate/keygate/internal/fsutil"
 )
 
 // Why compaction: bbolt never overwrites a page in place. A deleted or
@@ -88,7 +90,7 @@ func (s *Bolt) swapLocked(tmp string) error {
 		_ = os.Remove(tmp)
 		return fmt.Errorf("swap in compacted file: %w", err)
 	}
-	return syncDir(filepath.Dir(s.path))
+	return fsutil.SyncDir(filepath.Dir(s.path))
 }
 
 // scrub overwrites a replaced, already unlinked file with zeros so its old

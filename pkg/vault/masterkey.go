@@ -8,6 +8,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/keygate/keygate/internal/fsutil"
 )
 
 // LoadOrCreateMasterKey reads a 32-byte master key from path, or creates it
@@ -85,7 +87,7 @@ func createMasterKey(path string) ([]byte, error) {
 		err = cerr
 	}
 	if err == nil {
-		err = syncDir(filepath.Dir(path))
+		err = fsutil.SyncDir(filepath.Dir(path))
 	}
 	if err != nil {
 		// Nothing was sealed under this key yet, so removing it is safe.
@@ -93,19 +95,4 @@ func createMasterKey(path string) ([]byte, error) {
 		return nil, fmt.Errorf("create master key %s: %w", path, err)
 	}
 	return key, nil
-}
-
-// syncDir fsyncs a directory so that a file created or renamed in it
-// survives a crash.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("sync dir: %w", err)
-	}
-	defer d.Close()
-
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync dir %s: %w", dir, err)
-	}
-	return nil
 }

@@ -1,4 +1,6 @@
-package ca
+// Package fsutil holds the crash-safe file writes that the CA, the vault
+// and the audit log share.
+package fsutil
 
 import (
 	"errors"
@@ -8,12 +10,12 @@ import (
 	"path/filepath"
 )
 
-// writeFileAtomic replaces path with data so that readers, and the file
+// WriteFileAtomic replaces path with data so that readers, and the file
 // after a crash, see either the old contents or all of data, never a part.
 // The data goes to a temporary file in the same directory (rename is atomic
 // only within one file system), which is synced, given mode perm and renamed
 // over path; the directory is then synced so the rename itself is durable.
-func writeFileAtomic(path string, data []byte, perm fs.FileMode) (err error) {
+func WriteFileAtomic(path string, data []byte, perm fs.FileMode) (err error) {
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
 	if err != nil {
@@ -43,11 +45,12 @@ func writeFileAtomic(path string, data []byte, perm fs.FileMode) (err error) {
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		return fmt.Errorf("renaming into %s: %w", path, err)
 	}
-	return syncDir(dir)
+	return SyncDir(dir)
 }
 
-// syncDir flushes dir's entries, making a completed rename survive a crash.
-func syncDir(dir string) error {
+// SyncDir flushes dir's entries, making a file created or renamed in it
+// survive a crash.
+func SyncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return fmt.Errorf("opening %s to sync: %w", dir, err)
