@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"syscall"
 	"testing"
 	"time"
@@ -19,6 +18,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/keygate/keygate/internal/testutil"
 	"github.com/keygate/keygate/pkg/cgroup"
 )
 
@@ -27,65 +27,6 @@ func randName(prefix string) string {
 	b := make([]byte, 3)
 	rand.Read(b)
 	return prefix + hex.EncodeToString(b)
-}
-
-// newNetNS creates a network namespace, closed when t ends, with its
-// loopback up.
-func newNetNS(t *testing.T) netns.NsHandle {
-	t.Helper()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-
-	orig, err := netns.Get()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer orig.Close()
-	ns, err := netns.New()
-	if err != nil {
-		t.Fatalf("new netns: %v", err)
-	}
-	if err := netns.Set(orig); err != nil {
-		// This thread is stuck in the new namespace: let it die with the
-		// goroutine rather than run other code there.
-		runtime.LockOSThread()
-		t.Fatalf("back to the test's netns: %v", err)
-	}
-	t.Cleanup(func() { ns.Close() })
-
-	h := nlHandle(t, ns)
-	lo, err := h.LinkByName("lo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := h.LinkSetUp(lo); err != nil {
-		t.Fatal(err)
-	}
-	return ns
-}
-
-// inNetNS runs fn on a thread in ns. Sockets fn creates stay in ns.
-func inNetNS(t *testing.T, ns netns.NsHandle, fn func()) {
-	t.Helper()
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		t.Fatal(err)
-	}
-	defer orig.Close()
-	if err := netns.Set(ns); err != nil {
-		runtime.UnlockOSThread()
-		t.Fatalf("enter netns: %v", err)
-	}
-	defer func() {
-		if err := netns.Set(orig); err != nil {
-			t.Errorf("leave netns: %v", err) // the thread stays locked and dies
-			return
-		}
-		runtime.UnlockOSThread()
-	}()
-	fn()
 }
 
 func nlHandle(t *testing.T, ns netns.NsHandle) *netlink.Handle {
@@ -121,7 +62,7 @@ func addAddr(t *testing.T, ns netns.NsHandle, ifname, cidr string) {
 // addresses on its loopback.
 func newServiceNetNS(t *testing.T) netns.NsHandle {
 	t.Helper()
-	ns := newNetNS(t)
+	ns := testutil.NewNetNS(t)
 	addAddr(t, ns, "lo", testService4+"/32")
 	addAddr(t, ns, "lo", testService6+"/128")
 	return ns
@@ -190,7 +131,7 @@ func listen(t *testing.T, ns netns.NsHandle, network, addr string) net.Listener 
 	t.Helper()
 	var ln net.Listener
 	var err error
-	inNetNS(t, ns, func() { ln, err = net.Listen(network, addr) })
+	testutil.InNetNS(t, ns, func() { ln, err = net.Listen(network, addr) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,7 +144,7 @@ func listenUDP(t *testing.T, ns netns.NsHandle, network, addr string) *net.UDPCo
 	t.Helper()
 	var pc net.PacketConn
 	var err error
-	inNetNS(t, ns, func() { pc, err = net.ListenPacket(network, addr) })
+	testutil.InNetNS(t, ns, func() { pc, err = net.ListenPacket(network, addr) })
 	if err != nil {
 		t.Fatal(err)
 	}

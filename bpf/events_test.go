@@ -97,7 +97,7 @@ func checkTime(t *testing.T, ev DenyEvent, start time.Time) {
 func allowPing(t *testing.T, ns netns.NsHandle) {
 	t.Helper()
 	var err error
-	inNetNS(t, ns, func() {
+	testutil.InNetNS(t, ns, func() {
 		err = os.WriteFile("/proc/sys/net/ipv4/ping_group_range", []byte("0 2147483647"), 0)
 	})
 	if err != nil {
@@ -232,7 +232,7 @@ func TestDenyEventsGuardVeth(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { g.Close() })
-	inNetNS(t, p.hostNS, func() { err = g.Attach(p.ifindex, testVeth) })
+	testutil.InNetNS(t, p.hostNS, func() { err = g.Attach(p.ifindex, testVeth) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -275,7 +275,7 @@ func TestDenyEventsSteerVeth(t *testing.T) {
 		t.Run(dst, func(t *testing.T) {
 			var local netip.AddrPort
 			start := time.Now()
-			inNetNS(t, w.sandboxNS, func() {
+			testutil.InNetNS(t, w.sandboxNS, func() {
 				conn, err := net.Dial("udp", dst)
 				if err != nil {
 					t.Fatal(err)

@@ -36,7 +36,7 @@ const (
 
 func newTestVethPair(t *testing.T) testVethPair {
 	t.Helper()
-	p := testVethPair{hostNS: newServiceNetNS(t), sandboxNS: newNetNS(t), name: randName("kgbt")}
+	p := testVethPair{hostNS: newServiceNetNS(t), sandboxNS: testutil.NewNetNS(t), name: randName("kgbt")}
 	h := nlHandle(t, p.hostNS)
 	peer := p.name + "s"
 	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: p.name}, PeerName: peer}
@@ -85,7 +85,7 @@ func newTestVethPair(t *testing.T) testVethPair {
 // send sends payload from the sandbox namespace, from src to dst.
 func (p testVethPair) send(t *testing.T, src, dst, payload string) {
 	t.Helper()
-	inNetNS(t, p.sandboxNS, func() {
+	testutil.InNetNS(t, p.sandboxNS, func() {
 		local := &net.UDPAddr{IP: net.ParseIP(src)}
 		conn, err := net.ListenUDP("udp", local)
 		if err != nil {
@@ -143,7 +143,7 @@ func TestGuardVeth(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { g.Close() })
-	inNetNS(t, p.hostNS, func() { err = g.Attach(p.ifindex, testVeth) })
+	testutil.InNetNS(t, p.hostNS, func() { err = g.Attach(p.ifindex, testVeth) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,7 +198,7 @@ func tcxProgs(t *testing.T, ns netns.NsHandle, ifindex int) []ebpf.ProgramID {
 	t.Helper()
 	var res *link.QueryResult
 	var err error
-	inNetNS(t, ns, func() {
+	testutil.InNetNS(t, ns, func() {
 		opts := link.QueryOptions{Target: ifindex, Attach: ebpf.AttachTCXIngress}
 		res, err = link.QueryPrograms(opts)
 	})
@@ -228,7 +228,7 @@ func loadGuardIn(t *testing.T, ns netns.NsHandle, cfg GuardConfig) *Guard {
 	t.Helper()
 	var g *Guard
 	var err error
-	inNetNS(t, ns, func() { g, err = LoadGuard(cfg) })
+	testutil.InNetNS(t, ns, func() { g, err = LoadGuard(cfg) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,7 +239,7 @@ func loadGuardIn(t *testing.T, ns netns.NsHandle, cfg GuardConfig) *Guard {
 func attachIn(t *testing.T, ns netns.NsHandle, g *Guard, ifindex int) {
 	t.Helper()
 	var err error
-	inNetNS(t, ns, func() { err = g.Attach(ifindex, testVeth) })
+	testutil.InNetNS(t, ns, func() { err = g.Attach(ifindex, testVeth) })
 	if err != nil {
 		t.Fatal(err)
 	}

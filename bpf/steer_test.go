@@ -131,7 +131,7 @@ func TestSteerVerdicts(t *testing.T) {
 	runVerdicts(t, g.objs.KgSteerIngress, g.SteerCounters, events, append(cases, noSockets...))
 
 	t.Run("sockets set", func(t *testing.T) {
-		setTestSteerSockets(t, g, newNetNS(t))
+		setTestSteerSockets(t, g, testutil.NewNetNS(t))
 		runVerdicts(t, g.objs.KgSteerIngress, g.SteerCounters, events, []verdictCase{
 			{"v4 SYN", tcp4(t, sb4, world4, 443), drop, "steer_assign_failed"},
 			{"v6 DNS", udp6(t, sb6, world6, 53), drop, "steer_assign_failed"},
@@ -171,7 +171,7 @@ type testSteerSockets struct {
 func setTestSteerSockets(t *testing.T, g *Guard, ns netns.NsHandle) testSteerSockets {
 	t.Helper()
 	var s testSteerSockets
-	inNetNS(t, ns, func() {
+	testutil.InNetNS(t, ns, func() {
 		s.Proxy4 = listenTransparent(t, steerService4)
 		s.Proxy6 = listenTransparent(t, steerService6)
 		// Port 53, so that UDP answers come from the port the sandbox
@@ -224,11 +224,11 @@ func TestSetSteerSockets(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { g.Close() })
-	ns := newNetNS(t)
+	ns := testutil.NewNetNS(t)
 
 	var plain, mptcp, v6 *net.TCPListener
 	var udp5353 *net.UDPConn
-	inNetNS(t, ns, func() {
+	testutil.InNetNS(t, ns, func() {
 		var lc net.ListenConfig // MPTCP by default since Go 1.24
 		ln, err := lc.Listen(t.Context(), "tcp4", "127.0.0.1:0")
 		if err != nil {

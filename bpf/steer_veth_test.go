@@ -55,14 +55,14 @@ const (
 
 func newSteerWorld(t *testing.T) *steerWorld {
 	t.Helper()
-	w := &steerWorld{hostNS: newNetNS(t), sandboxNS: newNetNS(t), name: randName("kgst")}
+	w := &steerWorld{hostNS: testutil.NewNetNS(t), sandboxNS: testutil.NewNetNS(t), name: randName("kgst")}
 	addAddr(t, w.hostNS, "lo", steerService4+"/32")
 	addAddr(t, w.hostNS, "lo", steerService6+"/128")
 	w.ifindex = newVeth(t, w.hostNS, w.sandboxNS, w.name)
 
 	var undo func() error
 	var err error
-	inNetNS(t, w.hostNS, func() {
+	testutil.InNetNS(t, w.hostNS, func() {
 		// As pkg/netns sets up a sandbox's host end.
 		for key, val := range map[string]string{"forwarding": "0", "rp_filter": "1"} {
 			path := filepath.Join("/proc/sys/net/ipv4/conf", w.name, key)
@@ -103,7 +103,7 @@ func (w *steerWorld) start(t *testing.T) {
 	serveDNS(t, w.socks)
 
 	var err error
-	inNetNS(t, w.hostNS, func() { err = w.guard.Attach(w.ifindex, steerVeth) })
+	testutil.InNetNS(t, w.hostNS, func() { err = w.guard.Attach(w.ifindex, steerVeth) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -217,7 +217,7 @@ func (w *steerWorld) dial(t *testing.T, network, addr string, timeout time.Durat
 	t.Helper()
 	var conn net.Conn
 	var err error
-	inNetNS(t, w.sandboxNS, func() { conn, err = net.DialTimeout(network, addr, timeout) })
+	testutil.InNetNS(t, w.sandboxNS, func() { conn, err = net.DialTimeout(network, addr, timeout) })
 	if err == nil {
 		t.Cleanup(func() { conn.Close() })
 	}
@@ -383,7 +383,7 @@ func TestSteerVeth(t *testing.T) {
 
 	t.Run("dropped", func(t *testing.T) {
 		before := w.counters(t)
-		inNetNS(t, w.sandboxNS, func() {
+		testutil.InNetNS(t, w.sandboxNS, func() {
 			for _, dst := range []string{"198.51.100.9:9999", "[2001:db8::9]:443"} {
 				conn, err := net.Dial("udp", dst)
 				if err != nil {
@@ -430,7 +430,7 @@ func (w *steerWorld) redial(t *testing.T, local *net.TCPAddr, dst string,
 	var conn net.Conn
 	var err error
 	for range 50 {
-		inNetNS(t, w.sandboxNS, func() { conn, err = d.Dial("tcp", dst) })
+		testutil.InNetNS(t, w.sandboxNS, func() { conn, err = d.Dial("tcp", dst) })
 		if !errors.Is(err, unix.EADDRINUSE) && !errors.Is(err, unix.EADDRNOTAVAIL) {
 			return conn, err
 		}
@@ -473,7 +473,7 @@ func (w *steerWorld) query(t *testing.T, network, server string) {
 	q.SetQuestion("api.example.com.", dns.TypeA)
 	var r *dns.Msg
 	var err error
-	inNetNS(t, w.sandboxNS, func() { r, _, err = c.Exchange(q, server) })
+	testutil.InNetNS(t, w.sandboxNS, func() { r, _, err = c.Exchange(q, server) })
 	if err != nil {
 		t.Fatalf("query %s over %s: %v", server, network, err)
 	}
@@ -537,7 +537,7 @@ func TestPinnedSteer(t *testing.T) {
 	cgroupVeth := steerVeth
 	cgroupVeth.Mode = CaptureCgroup
 	var err error
-	inNetNS(t, w.hostNS, func() { err = w.guard.Attach(w.ifindex, cgroupVeth) })
+	testutil.InNetNS(t, w.hostNS, func() { err = w.guard.Attach(w.ifindex, cgroupVeth) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -549,7 +549,7 @@ func TestPinnedSteer(t *testing.T) {
 		t.Errorf("in cgroup mode: steering pin: %v, want it gone", err)
 	}
 
-	inNetNS(t, w.hostNS, func() { err = w.guard.Attach(w.ifindex, steerVeth) })
+	testutil.InNetNS(t, w.hostNS, func() { err = w.guard.Attach(w.ifindex, steerVeth) })
 	if err != nil {
 		t.Fatal(err)
 	}

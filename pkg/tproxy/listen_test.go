@@ -40,8 +40,8 @@ func sockopt(t *testing.T, c syscall.Conn, level, name int) int {
 // cannot.
 func TestListen(t *testing.T) {
 	testutil.RequireRoot(t)
-	ns := newNetNS(t)
-	inNetNS(t, ns, func() {
+	ns := testutil.NewNetNS(t)
+	testutil.InNetNS(t, ns, func() {
 		for _, addr := range []string{"198.51.100.1:8443", "[2001:db8::1]:8443",
 			"[::ffff:198.51.100.1]:8444"} {
 			ap := netip.MustParseAddrPort(addr)
@@ -89,7 +89,7 @@ func TestListen(t *testing.T) {
 // another server. A plain socket may not do that.
 func TestReplyFrom(t *testing.T) {
 	testutil.RequireRoot(t)
-	ns := newNetNS(t)
+	ns := testutil.NewNetNS(t)
 	for _, tc := range []struct {
 		name, local, from string
 		oob               func(src net.IP) []byte
@@ -102,7 +102,7 @@ func TestReplyFrom(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			inNetNS(t, ns, func() { replyFrom(t, tc.local, tc.from, tc.oob) })
+			testutil.InNetNS(t, ns, func() { replyFrom(t, tc.local, tc.from, tc.oob) })
 		})
 	}
 }

@@ -59,11 +59,11 @@ func policyState(t *testing.T, ns netns.NsHandle) map[string][2]int {
 // checks what a marked packet's route is, and undoes it.
 func TestInstall(t *testing.T) {
 	testutil.RequireRoot(t)
-	ns := newNetNS(t)
+	ns := testutil.NewNetNS(t)
 
 	var undo1, undo2 func() error
 	var err1, err2 error
-	inNetNS(t, ns, func() {
+	testutil.InNetNS(t, ns, func() {
 		undo1, err1 = Install(testMark, testTable)
 		if err1 == nil {
 			// Idempotent: the second reuses what the first put there.
@@ -113,7 +113,7 @@ func TestInstall(t *testing.T) {
 // and that the refusal leaves nothing behind.
 func TestInstallConflict(t *testing.T) {
 	testutil.RequireRoot(t)
-	ns := newNetNS(t)
+	ns := testutil.NewNetNS(t)
 	h, err := netlink.NewHandleAt(ns)
 	if err != nil {
 		t.Fatal(err)
@@ -128,7 +128,7 @@ func TestInstallConflict(t *testing.T) {
 	}
 
 	var err1 error
-	inNetNS(t, ns, func() { _, err1 = Install(testMark, testTable) })
+	testutil.InNetNS(t, ns, func() { _, err1 = Install(testMark, testTable) })
 	if err1 == nil {
 		t.Fatal("Install over a foreign default route succeeded")
 	}

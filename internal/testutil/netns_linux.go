@@ -1,6 +1,4 @@
-//go:build linux
-
-package tproxy
+package testutil
 
 import (
 	"runtime"
@@ -10,14 +8,16 @@ import (
 	"github.com/vishvananda/netns"
 )
 
-// newNetNS creates a network namespace with its loopback up, closed when
-// t ends, so that no test touches the host's routing.
-func newNetNS(t *testing.T) netns.NsHandle {
+// NewNetNS creates a network namespace with its loopback up, closed when t
+// ends, so that a test can bind, route and attach programs without touching
+// the host's network.
+func NewNetNS(t testing.TB) netns.NsHandle {
 	t.Helper()
 	var ns netns.NsHandle
 	done := make(chan error, 1)
 	go func() {
-		// The thread ends with the goroutine, in whichever namespace.
+		// netns.New moves this thread into the new namespace; it stays
+		// locked, so it ends with the goroutine and never runs other code.
 		runtime.LockOSThread()
 		var err error
 		ns, err = netns.New()
@@ -43,9 +43,9 @@ func newNetNS(t *testing.T) netns.NsHandle {
 	return ns
 }
 
-// inNetNS runs fn on this goroutine's thread, moved into ns for the
-// while. Sockets fn opens stay in ns.
-func inNetNS(t *testing.T, ns netns.NsHandle, fn func()) {
+// InNetNS runs fn on this goroutine's thread, moved into ns for the while.
+// Sockets fn opens stay in ns.
+func InNetNS(t testing.TB, ns netns.NsHandle, fn func()) {
 	t.Helper()
 	runtime.LockOSThread()
 	orig, err := netns.Get()
