@@ -4,6 +4,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/keygate/keygate/pkg/proxy"
 	"github.com/keygate/keygate/pkg/vault"
 )
 
@@ -21,9 +22,11 @@ type freshness interface{ Fresh() error }
 type credKey struct{ vault, name string }
 
 // cachedCred is a credential's metadata and current secret as last read.
+// The secret is kept in the proxy's form, so that its redaction patterns
+// are computed once per read from the store, not once per request.
 type cachedCred struct {
 	meta    vault.Credential
-	secret  vault.Secret
+	secret  *proxy.Secret
 	fetched time.Time
 }
 
@@ -61,13 +64,13 @@ func newCredCache(store vault.Store, refresh time.Duration) *credCache {
 // get returns a credential of a live vault with its current secret. Errors
 // (archived vault, removed credential) are not cached: they are rare, and
 // the store answers them without decrypting anything.
-func (c *credCache) get(vaultName, name string) (vault.Credential, vault.Secret, error) {
+func (c *credCache) get(vaultName, name string) (vault.Credential, *proxy.Secret, error) {
 	k := credKey{vaultName, name}
 	if f, ok := c.store.(freshness); ok {
 		// A fleet store cut off from its cluster for longer than its
 		// grace fails closed; so must what was cached from it.
 		if err := f.Fresh(); err != nil {
-			return vault.Credential{}, vault.Secret{}, err
+			return vault.Credential{}, nil, err
 		}
 	}
 	c.mu.RLock()
@@ -83,14 +86,15 @@ func (c *credCache) get(vaultName, name string) (vault.Credential, vault.Secret,
 		c.mu.Lock()
 		delete(c.entries, k)
 		c.mu.Unlock()
-		return vault.Credential{}, vault.Secret{}, err
+		return vault.Credential{}, nil, err
 	}
+	sec := proxy.NewSecret(secret)
 	c.mu.Lock()
 	if c.gen == gen {
-		c.entries[k] = cachedCred{meta: meta, secret: secret, fetched: c.now()}
+		c.entries[k] = cachedCred{meta: meta, secret: sec, fetched: c.now()}
 	}
 	c.mu.Unlock()
-	return meta, secret, nil
+	return meta, sec, nil
 }
 
 // invalidate forgets every cached credential. Changes are rare, so one

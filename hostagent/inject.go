@@ -38,10 +38,10 @@ func (c *credentials) Lookup(psb proxy.Sandbox, id string) (proxy.Binding, error
 	return pb, nil
 }
 
-func (c *credentials) Secret(b proxy.Binding) (vault.Secret, error) {
+func (c *credentials) Secret(b proxy.Binding) (*proxy.Secret, error) {
 	_, sec, err := c.cache.get(b.Vault, b.Credential)
 	if err != nil {
-		return vault.Secret{}, &proxy.CredentialError{Vault: b.Vault, Credential: b.Credential, Err: err}
+		return nil, &proxy.CredentialError{Vault: b.Vault, Credential: b.Credential, Err: err}
 	}
 	return sec, nil
 }

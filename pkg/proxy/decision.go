@@ -62,6 +62,23 @@ const (
 // decide logs d at the level its outcome calls for (info when allowed,
 // warn when denied) and hands it to Config.OnDecision.
 func (p *Proxy) decide(d Decision) {
+	p.logDecision(d)
+	if p.cfg.OnDecision != nil {
+		p.cfg.OnDecision(d)
+	}
+}
+
+// logDecision writes d to the log, if the log takes its level: building
+// the record is most of the cost of a line, so it is skipped when the
+// line would be dropped.
+func (p *Proxy) logDecision(d Decision) {
+	level := slog.LevelInfo
+	if d.Outcome == OutcomeDenied {
+		level = slog.LevelWarn
+	}
+	if !p.log.Enabled(context.Background(), level) {
+		return
+	}
 	attrs := []slog.Attr{
 		slog.String(logSandbox, d.Sandbox),
 		slog.String(logHost, d.Host),
@@ -78,18 +95,14 @@ func (p *Proxy) decide(d Decision) {
 		attrs = append(attrs, slog.String(logSrc, d.Src.String()))
 	}
 	attrs = append(attrs, slog.Duration(logDuration, d.Duration))
-	level, msg := slog.LevelInfo, "request "+string(d.Outcome)
+	msg := "request " + string(d.Outcome)
 	if d.Outcome == OutcomeDenied {
 		attrs = append(attrs, slog.String(logReason, string(d.Reason)), slog.String(logDetail, d.Detail))
-		level = slog.LevelWarn
 		if d.Method == "" {
 			msg = "connection refused"
 		}
 	}
 	p.log.LogAttrs(context.Background(), level, msg, attrs...)
-	if p.cfg.OnDecision != nil {
-		p.cfg.OnDecision(d)
-	}
 }
 
 // connDecision is the Decision for a connection refused before any

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/keygate/keygate/pkg/domain"
@@ -137,15 +138,42 @@ const maxBufferedRedaction = 1 << 20
 // redactWhole reads a body of known length, redacts it and gives the
 // response its new length.
 func redactWhole(resp *http.Response, red *redactor) error {
-	b, err := io.ReadAll(io.LimitReader(resp.Body, resp.ContentLength+1))
+	buf := wholeBodies.Get().(*bytes.Buffer)
+	buf.Reset()
+	_, err := buf.ReadFrom(io.LimitReader(resp.Body, resp.ContentLength+1))
 	resp.Body.Close()
 	if err != nil {
+		wholeBodies.Put(buf)
 		return fmt.Errorf("read upstream body: %w", err)
 	}
-	out := red.replaceAll(b)
+	out := red.replaceAll(buf.Bytes())
 	red.headers(resp.Trailer)
-	resp.Body = io.NopCloser(bytes.NewReader(out))
+	resp.Body = &wholeBody{Reader: bytes.NewReader(out), buf: buf}
 	resp.ContentLength = int64(len(out))
 	resp.Header.Set("Content-Length", strconv.Itoa(len(out)))
+	return nil
+}
+
+// wholeBodies holds the buffers small bodies are redacted in; one is
+// reused once its response has been copied to the sandbox.
+var wholeBodies = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// maxPooledBody is the largest buffer put back in wholeBodies: an
+// occasional large body should not stay in memory for good.
+const maxPooledBody = 64 << 10
+
+// wholeBody is a redacted body held in memory; Close gives its buffer
+// back.
+type wholeBody struct {
+	*bytes.Reader
+	buf *bytes.Buffer
+}
+
+func (b *wholeBody) Close() error {
+	if b.buf != nil && b.buf.Cap() <= maxPooledBody {
+		b.Reader.Reset(nil)
+		wholeBodies.Put(b.buf)
+	}
+	b.buf = nil
 	return nil
 }

@@ -18,9 +18,16 @@ type injection struct {
 	sb      Sandbox
 	host    string
 	creds   Credentials
-	secrets map[string]string // placeholder ID → secret, for this request only
-	used    []string          // "vault/credential" names injected, for the decision record
-	shown   map[string]string // secret → placeholder the sandbox knows it by, for redaction
+	fetched []fetchedSecret // the secrets this request uses, each fetched once
+	used    []string        // "vault/credential" names injected, for the decision record
+	shown   []shownSecret   // the secrets sent and the placeholders they are shown as
+}
+
+// fetchedSecret is a secret fetched for one request, under the key it was
+// asked for by: a placeholder ID, or a template's placeholderOf.
+type fetchedSecret struct {
+	key string
+	sec *Secret
 }
 
 type injectionKey struct{}
@@ -177,30 +184,26 @@ func (in *injection) lookup(id string) (Binding, *denial) {
 
 // secretFor returns b's current secret, fetched once per request.
 func (in *injection) secretFor(key string, b Binding) (string, *denial) {
-	if s, ok := in.secrets[key]; ok {
-		return s, nil
+	for _, f := range in.fetched {
+		if f.key == key {
+			return f.sec.value, nil
+		}
 	}
 	sec, err := in.creds.Secret(b)
 	if err != nil {
 		return "", credentialDenial(err)
 	}
-	if in.secrets == nil {
-		in.secrets = make(map[string]string)
-	}
-	in.secrets[key] = string(sec.Bytes())
-	if in.shown == nil {
-		in.shown = make(map[string]string)
-	}
+	in.fetched = append(in.fetched, fetchedSecret{key: key, sec: sec})
 	shown := b.Placeholder
 	if shown == "" {
 		shown = "[secret redacted by keygate]"
 	}
-	in.shown[in.secrets[key]] = shown
+	in.shown = append(in.shown, shownSecret{sec: sec, as: shown})
 	name := b.Vault + "/" + b.Credential
 	if !slices.Contains(in.used, name) {
 		in.used = append(in.used, name)
 	}
-	return in.secrets[key], nil
+	return sec.value, nil
 }
 
 // isBasic reports whether an Authorization value uses the Basic scheme,

@@ -71,9 +71,9 @@ func (f *fakeCreds) Lookup(sb Sandbox, id string) (Binding, error) {
 	return b, nil
 }
 
-func (f *fakeCreds) Secret(b Binding) (vault.Secret, error) {
+func (f *fakeCreds) Secret(b Binding) (*Secret, error) {
 	f.reads++
-	return vault.NewSecret([]byte(f.secrets[b.Credential])), nil
+	return NewSecret(vault.NewSecret([]byte(f.secrets[b.Credential]))), nil
 }
 
 func (f *fakeCreds) Templates(sb Sandbox, host string) ([]Binding, error) {

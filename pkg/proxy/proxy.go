@@ -25,7 +25,6 @@ import (
 
 	"github.com/keygate/keygate/pkg/lograte"
 	"github.com/keygate/keygate/pkg/pin"
-	"github.com/keygate/keygate/pkg/vault"
 )
 
 // Sandbox is the proxy's view of the sandbox behind a connection.
@@ -65,8 +64,9 @@ type Credentials interface {
 	// Lookup returns the credential behind placeholder id as used by sb;
 	// ErrForeignPlaceholder or ErrUnknownPlaceholder when it is not sb's.
 	Lookup(sb Sandbox, id string) (Binding, error)
-	// Secret returns b's current secret.
-	Secret(b Binding) (vault.Secret, error)
+	// Secret returns b's current secret, made with NewSecret once per
+	// secret version rather than per call.
+	Secret(b Binding) (*Secret, error)
 	// Templates returns sb's credentials that have a header template and
 	// are approved for host; an error (wrapping vault.ErrArchived or
 	// vault.ErrNotFound) if such a credential can no longer be used.

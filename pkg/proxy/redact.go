@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 )
@@ -32,31 +33,35 @@ const redactChunk = 32 << 10
 // starts with the secret is matched.
 type redactor struct {
 	pats   [][]byte // searched for
-	repls  [][]byte // what pats[i] becomes
+	spats  []string // pats as strings, for header values
+	repls  []string // what pats[i] becomes
 	maxLen int      // longest pattern
 }
 
-// newRedactor builds a redactor for secret → placeholder pairs; it returns
-// nil when there is nothing to redact.
-func newRedactor(secrets map[string]string) *redactor {
-	r := &redactor{}
-	seen := map[string]bool{}
-	for secret, ph := range secrets {
-		if len(secret) < minRedactLen {
-			continue
-		}
-		for _, form := range encodings(secret) {
-			if seen[form] {
-				continue
+// shownSecret is a secret sent upstream and the placeholder the sandbox
+// knows it by, which replaces it in the response.
+type shownSecret struct {
+	sec *Secret
+	as  string
+}
+
+// newRedactor builds a redactor for the secrets a request carried; it
+// returns nil when there is nothing to redact. The patterns are the
+// secrets' own, shared, not copied.
+func newRedactor(shown []shownSecret) *redactor {
+	var r *redactor
+	for _, s := range shown {
+		for i, form := range s.sec.spats {
+			if r == nil {
+				r = &redactor{}
+			} else if slices.Contains(r.spats, form) {
+				continue // two credentials with one secret
 			}
-			seen[form] = true
-			r.pats = append(r.pats, []byte(form))
-			r.repls = append(r.repls, []byte(ph))
+			r.pats = append(r.pats, s.sec.pats[i])
+			r.spats = append(r.spats, form)
+			r.repls = append(r.repls, s.as)
 			r.maxLen = max(r.maxLen, len(form))
 		}
-	}
-	if len(r.pats) == 0 {
-		return nil
 	}
 	return r
 }
@@ -109,14 +114,26 @@ func (r *redactor) replaceAll(b []byte) []byte {
 	}
 }
 
-// headers redacts every header value in h.
+// headers redacts every header value in h. A value without a match is
+// left as it is, without a copy.
 func (r *redactor) headers(h http.Header) {
-	for k, vs := range h {
+	for _, vs := range h {
 		for i, v := range vs {
-			vs[i] = string(r.replaceAll([]byte(v)))
+			if r.inString(v) {
+				vs[i] = string(r.replaceAll([]byte(v)))
+			}
 		}
-		h[k] = vs
 	}
+}
+
+// inString reports whether v holds any pattern.
+func (r *redactor) inString(v string) bool {
+	for _, p := range r.spats {
+		if strings.Contains(v, p) {
+			return true
+		}
+	}
+	return false
 }
 
 // body wraps rc so that what is read from it is redacted. Matches that

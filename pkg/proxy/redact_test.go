@@ -4,18 +4,33 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
+	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"strings"
 	"testing"
 	"testing/iotest"
+
+	"github.com/keygate/keygate/pkg/vault"
 )
+
+// redactorFor is the redactor of a request that carried each secret of
+// m, shown as its value.
+func redactorFor(m map[string]string) *redactor {
+	var shown []shownSecret
+	for secret, ph := range m {
+		shown = append(shown, shownSecret{sec: NewSecret(vault.NewSecret([]byte(secret))), as: ph})
+	}
+	return newRedactor(shown)
+}
 
 func TestRedactorForms(t *testing.T) {
 	const secret = "sk-live/SECRET+value=="
 	const ph = "kgph_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
-	r := newRedactor(map[string]string{secret: ph})
+	r := redactorFor(map[string]string{secret: ph})
 	forms := map[string]string{
 		"raw":           secret,
 		"base64":        base64.StdEncoding.EncodeToString([]byte(secret)),
@@ -46,7 +61,7 @@ func TestRedactorForms(t *testing.T) {
 
 func TestRedactorStreamsLargeBodies(t *testing.T) {
 	const secret = "SECRET-0123456789"
-	r := newRedactor(map[string]string{secret: "[ph]"})
+	r := redactorFor(map[string]string{secret: "[ph]"})
 	// Secrets at every offset around chunk boundaries.
 	var in, want strings.Builder
 	for i := range 3 * redactChunk / 50 {
@@ -64,10 +79,10 @@ func TestRedactorStreamsLargeBodies(t *testing.T) {
 }
 
 func TestRedactorHeadersAndShortSecrets(t *testing.T) {
-	if r := newRedactor(map[string]string{"abc": "ph"}); r != nil {
+	if r := redactorFor(map[string]string{"abc": "ph"}); r != nil {
 		t.Fatal("a 3-byte secret would be redacted everywhere")
 	}
-	r := newRedactor(map[string]string{"token-123456": "kgph_z"})
+	r := redactorFor(map[string]string{"token-123456": "kgph_z"})
 	h := http.Header{"X-Echo": {"Bearer token-123456"}, "Set-Cookie": {"a=token-123456; Path=/"}}
 	r.headers(h)
 	if h.Get("X-Echo") != "Bearer kgph_z" || h.Get("Set-Cookie") != "a=kgph_z; Path=/" {
@@ -75,15 +90,37 @@ func TestRedactorHeadersAndShortSecrets(t *testing.T) {
 	}
 }
 
+// The proxy's Secret prints as vault.Secret does: never its value, nor
+// any of the forms it is redacted in.
+func TestSecretNeverPrinted(t *testing.T) {
+	const value = "sk-live-0123456789abcdef"
+	sec := NewSecret(vault.NewSecret([]byte(value)))
+	js, err := json.Marshal(struct{ S *Secret }{sec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logged strings.Builder
+	slog.New(slog.NewJSONHandler(&logged, nil)).Info("x", "secret", sec, "value", *sec)
+	printed := fmt.Sprintf("%v %+v %#v %s %q %x %X", sec, sec, sec, *sec, *sec, *sec, sec) + string(js) + logged.String()
+	for _, form := range sec.spats {
+		if strings.Contains(printed, form) {
+			t.Fatalf("a form of the secret was printed: %s", printed)
+		}
+	}
+	if len(sec.spats) < 4 || !strings.Contains(printed, "[redacted]") {
+		t.Fatalf("forms %d; printed %s", len(sec.spats), printed)
+	}
+}
+
 func TestRedactorPrefersEarliestLongest(t *testing.T) {
-	r := newRedactor(map[string]string{"abcdef": "1", "abcdefgh": "2"})
+	r := redactorFor(map[string]string{"abcdef": "1", "abcdefgh": "2"})
 	if got := string(r.replaceAll([]byte("xxabcdefghyy abcdefzz"))); got != "xx2yy 1zz" {
 		t.Fatalf("got %q", got)
 	}
 }
 
 func BenchmarkRedactBody(b *testing.B) {
-	r := newRedactor(map[string]string{"sk-live-0123456789abcdef": "kgph_placeholder"})
+	r := redactorFor(map[string]string{"sk-live-0123456789abcdef": "kgph_placeholder"})
 	payload := strings.Repeat(`{"id":"x","object":"model","created":1686935002,"owned_by":"org"},`, 1000)
 	b.SetBytes(int64(len(payload)))
 	for b.Loop() {
@@ -94,7 +131,7 @@ func BenchmarkRedactBody(b *testing.B) {
 // A chunk that cannot start a match is passed on at once, without waiting
 // for more of the stream: server-sent events depend on it.
 func TestRedactorDoesNotDelayStreams(t *testing.T) {
-	r := newRedactor(map[string]string{"SECRET-0123456789": "[ph]"})
+	r := redactorFor(map[string]string{"SECRET-0123456789": "[ph]"})
 	pr, pw := io.Pipe()
 	body := r.body(pr, nil)
 	go pw.Write([]byte("data: event 1\n\n"))
@@ -119,7 +156,7 @@ func TestRedactorDoesNotDelayStreams(t *testing.T) {
 // A small body of known length is redacted whole and keeps a correct
 // Content-Length; an unbounded one is streamed without one.
 func TestRedactResponseLengths(t *testing.T) {
-	in := &injection{shown: map[string]string{"SECRET-0123456789": "kgph_x"}}
+	in := &injection{shown: []shownSecret{{sec: NewSecret(vault.NewSecret([]byte("SECRET-0123456789"))), as: "kgph_x"}}}
 	req, _ := http.NewRequest(http.MethodGet, "https://a.test/", nil)
 	req = req.WithContext(context.WithValue(req.Context(), injectionKey{}, in))
 	for _, tt := range []struct {
