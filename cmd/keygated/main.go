@@ -15,6 +15,7 @@ import (
 	"syscall"
 
 	"github.com/keygate/keygate/hostagent"
+	"github.com/keygate/keygate/internal/gctune"
 	"github.com/keygate/keygate/pkg/api"
 	"github.com/keygate/keygate/pkg/jail"
 )
@@ -33,6 +34,7 @@ func main() {
 	var cfg hostagent.Config
 	var allowPrivate prefixList
 	var sandboxCIDR, sandboxCIDR6, logFormat, logLevel, apiGroup string
+	var gcHeadroom int
 	flag.StringVar(&cfg.StateDir, "state-dir", "/var/lib/keygate", "directory for the vault store, master key and host CA")
 	flag.StringVar(&cfg.Socket, "socket", api.DefaultSocket, "control API unix socket")
 	flag.StringVar(&cfg.MasterKeyFile, "master-key-file", "", "master key file, created 0600 if absent (default STATE-DIR/master.key)")
@@ -57,6 +59,8 @@ func main() {
 	flag.StringVar(&apiGroup, "api-group", "", "group (name or id) whose members may use the control API besides root")
 	flag.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	flag.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	flag.IntVar(&gcHeadroom, "gc-headroom-mib", 64,
+		"MiB the heap may grow by between garbage collections, at least: fewer collections under load for this much memory; 0 leaves GOGC alone (as does setting GOGC)")
 	flag.Usage = usage
 	flag.Parse()
 	if flag.NArg() > 0 {
@@ -70,6 +74,10 @@ func main() {
 	}
 	cfg.Logger = logger
 	cfg.Version = version()
+	if gcHeadroom < 0 {
+		fatal(fmt.Errorf("--gc-headroom-mib %d: want 0 or more", gcHeadroom))
+	}
+	defer gctune.Start(uint64(gcHeadroom) << 20).Stop()
 	cfg.AllowPrivate = allowPrivate
 	if cfg.SandboxCIDR, err = netip.ParsePrefix(sandboxCIDR); err != nil {
 		fatal(fmt.Errorf("--sandbox-cidr: %w", err))
