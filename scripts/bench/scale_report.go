@@ -46,7 +46,9 @@ func (s *scaleResults) lifecycleSection(p printer) {
 	if per, ok := s.perSandbox(); ok {
 		p("keygated RSS: %s with no sandbox, %s with %d live: **%s per sandbox** (VmRSS; the\n",
 			fmtBytes(float64(s.rssBefore)), fmtBytes(float64(s.rssLive)), len(s.create), fmtBytes(per))
-		p("sandboxes' own init processes and kernel objects are not in it).\n\n")
+		p("sandboxes' own init processes and kernel objects are not in it). keygated runs with its default\n")
+		p("GC headroom (`--gc-headroom-mib 64`, docs/operations.md), so up to 64 MiB of it can be garbage\n")
+		p("not yet collected: the per-sandbox figure moves with the collector's timing by up to that much.\n\n")
 	}
 }
 
