@@ -12,7 +12,18 @@ import (
 	"testing"
 
 	"github.com/keygate/keygate/pkg/placeholder"
+	"github.com/keygate/keygate/pkg/testworld"
 )
+
+// binaryReflectLen is the length of /_kg/ws-reflect's binary message when
+// the Authorization value it repeats is authLen bytes long.
+func binaryReflectLen(authLen int) int {
+	n := 0
+	for i := range testworld.ReflectBinaryCopies {
+		n += 4000 + i*131 + authLen
+	}
+	return n
+}
 
 // TestProxyProtocols covers what agents' HTTP clients use: HTTP/1.1 and
 // HTTP/2 towards the sandbox, server-sent events delivered as they come,
@@ -84,6 +95,28 @@ func TestProxyProtocols(t *testing.T) {
 		}
 		if got := lastAuth(t); got != "Bearer "+key {
 			t.Fatalf("handshake Authorization %q", redact(got, key))
+		}
+	})
+
+	// An upstream that hands the handshake's credential back inside
+	// WebSocket frames (whole, split across fragments, in a ping, in a
+	// large binary frame, as the close reason) reaches the client with
+	// the placeholder in its place.
+	t.Run("websocket frames echoing the credential are redacted", func(t *testing.T) {
+		out := run(t, `echo "PH=$API_KEY"; `+filepath.Join(binDir, "wsclient")+
+			` -url wss://`+w.APIHost()+`/_kg/ws-reflect -bearer-env API_KEY -read-all`)
+		if got := lastAuth(t); got != "Bearer "+key {
+			t.Fatalf("handshake Authorization %q", redact(got, key))
+		}
+		ph, rest, _ := strings.Cut(strings.TrimPrefix(out, "PH="), "\n")
+		if !strings.HasPrefix(ph, "kgph_") {
+			t.Fatalf("no placeholder in the sandbox: %q", out)
+		}
+		want := fmt.Sprintf("text: one: Bearer %[1]s\nping: Bearer %[1]s\ntext: two: Bearer %[1]s end\n"+
+			"binary: %[2]d bytes, %[3]d copies of the bearer value\nclose: 1000 Bearer %[1]s\n",
+			ph, binaryReflectLen(len("Bearer "+ph)), testworld.ReflectBinaryCopies)
+		if rest != want {
+			t.Fatalf("client read:\n%s\nwant:\n%s", rest, want)
 		}
 	})
 

@@ -35,8 +35,11 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case len(in.shown) > 0:
 		// The response is searched for the secrets sent, so it must
 		// arrive uncompressed: the transport then asks for gzip itself
-		// and decodes it before the redactor reads.
+		// and decodes it before the redactor reads. For the same reason
+		// a WebSocket handshake goes out without its extension offers
+		// (permessage-deflate).
 		r.Header.Del("Accept-Encoding")
+		r.Header.Del("Sec-WebSocket-Extensions")
 		p.rp.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), injectionKey{}, in)))
 	default:
 		p.rp.ServeHTTP(sw, r)
@@ -97,7 +100,8 @@ func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 // is replaced by the sandbox's placeholder. A body of known length up to
 // maxBufferedRedaction is redacted whole and keeps a correct length; a
 // longer or unbounded one is streamed without a Content-Length, since
-// replacing changes it.
+// replacing changes it. An upgraded connection is relayed as WebSocket
+// frames with their payloads redacted (redactUpgrade).
 func redactResponse(resp *http.Response) error {
 	in := injectionOf(resp.Request.Context())
 	if in == nil {
@@ -108,13 +112,8 @@ func redactResponse(resp *http.Response) error {
 		return nil
 	}
 	red.headers(resp.Header)
-	// An upgraded connection (WebSocket) is relayed as bytes: the reverse
-	// proxy needs the body to stay the raw connection.
-	// TODO: frames after a WebSocket upgrade are not redacted, so an
-	// upstream that echoes the handshake's secret inside a message hands
-	// it back; redacting needs a frame parser on the relayed stream.
 	if resp.StatusCode == http.StatusSwitchingProtocols {
-		return nil
+		return redactUpgrade(resp, red)
 	}
 	if resp.Body == nil || resp.Body == http.NoBody {
 		return nil

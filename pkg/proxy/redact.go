@@ -143,7 +143,7 @@ func (r *redactor) inString(v string) bool {
 // atEOF, if not nil, runs when the body is exhausted (trailers arrive
 // then).
 func (r *redactor) body(rc io.ReadCloser, atEOF func()) io.ReadCloser {
-	return &redactingBody{rc: rc, red: r, buf: chunkPool.Get().(*[]byte), atEOF: atEOF}
+	return &redactingBody{rc: rc, s: stream{red: r}, buf: chunkPool.Get().(*[]byte), atEOF: atEOF}
 }
 
 // chunkPool holds the read buffers of redacted bodies: one per response
@@ -155,10 +155,9 @@ var chunkPool = sync.Pool{New: func() any {
 
 type redactingBody struct {
 	rc    io.ReadCloser
-	red   *redactor
+	s     stream
 	atEOF func()
 	buf   *[]byte // from chunkPool; returned by Close
-	in    []byte  // read, not yet searched to the end
 	out   []byte  // redacted, not yet returned
 	err   error   // the underlying reader's final error, io.EOF included
 }
@@ -166,54 +165,61 @@ type redactingBody struct {
 func (b *redactingBody) Read(p []byte) (int, error) {
 	for len(b.out) == 0 {
 		if b.err != nil {
-			if len(b.in) == 0 {
-				if b.atEOF != nil {
-					b.atEOF()
-					b.atEOF = nil
-				}
-				return 0, b.err
+			if b.atEOF != nil {
+				b.atEOF()
+				b.atEOF = nil
 			}
-			b.out, b.in = b.red.replaceAll(b.in), nil
-			continue
+			return 0, b.err
 		}
 		if b.buf == nil {
 			return 0, errBodyClosed
 		}
 		n, err := b.rc.Read(*b.buf)
-		b.in = append(b.in, (*b.buf)[:n]...)
 		b.err = err
-		b.process()
+		b.out = b.s.push(b.out[:0], (*b.buf)[:n], err != nil)
 	}
 	n := copy(p, b.out)
 	b.out = b.out[n:]
 	return n, nil
 }
 
-// process moves everything of in that can no longer be the start of a
-// match into out, redacted.
-func (b *redactingBody) process() {
-	var out []byte
+// stream is one redacted byte stream (a body, a WebSocket message): bytes
+// pushed in come out redacted, but for a tail that may still begin a
+// match, which waits for the next push.
+type stream struct {
+	red *redactor
+	in  []byte // pushed, not yet searched to the end
+}
+
+// push adds b to the stream and appends to out what can be passed on;
+// with final, the stream ends and everything is passed on.
+func (s *stream) push(out, b []byte, final bool) []byte {
+	s.in = append(s.in, b...)
+	if final {
+		out = append(out, s.red.replaceAll(s.in)...)
+		s.in = s.in[:0]
+		return out
+	}
 	for {
-		at, pat := b.red.next(b.in)
+		at, pat := s.red.next(s.in)
 		if at < 0 {
 			break
 		}
-		if b.err == nil && at+b.red.maxLen > len(b.in) {
+		if at+s.red.maxLen > len(s.in) {
 			// A longer form (padded base64 after unpadded) may still
-			// match here once more arrives: decide on the next read.
-			out = append(out, b.in[:at]...)
-			b.in = b.in[at:]
-			b.out = append(b.out, out...)
-			return
+			// match here once more arrives: decide on the next push.
+			out = append(out, s.in[:at]...)
+			s.in = append(s.in[:0], s.in[at:]...)
+			return out
 		}
-		out = append(out, b.in[:at]...)
-		out = append(out, b.red.repls[pat]...)
-		b.in = b.in[at+len(b.red.pats[pat]):]
+		out = append(out, s.in[:at]...)
+		out = append(out, s.red.repls[pat]...)
+		s.in = s.in[at+len(s.red.pats[pat]):]
 	}
-	keep := b.red.partial(b.in)
-	out = append(out, b.in[:len(b.in)-keep]...)
-	b.in = append(b.in[:0:0], b.in[len(b.in)-keep:]...)
-	b.out = append(b.out, out...)
+	keep := s.red.partial(s.in)
+	out = append(out, s.in[:len(s.in)-keep]...)
+	s.in = append(s.in[:0:0], s.in[len(s.in)-keep:]...)
+	return out
 }
 
 // partial returns the length of the longest tail of b that is the start

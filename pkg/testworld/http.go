@@ -36,6 +36,10 @@ func (h *recordingHandler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	if isWebSocket(r) {
 		// The handshake is recorded; the connection then echoes frames.
 		h.record(r, nil)
+		if r.URL.Path == specialPrefix+"ws-reflect" {
+			serveWebSocketReflect(rw, r)
+			return
+		}
 		serveWebSocket(rw, r)
 		return
 	}

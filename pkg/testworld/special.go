@@ -24,6 +24,9 @@ import (
 //	/_kg/trailer       a body followed by the trailer X-Checksum: done
 //	/_kg/ws            a WebSocket echo (any path with an Upgrade: websocket
 //	                   request is served as one)
+//	/_kg/ws-reflect    a WebSocket server that sends the handshake's
+//	                   Authorization value back in every way a frame can
+//	                   carry it (see serveWebSocketReflect)
 //	/_kg/git/REPO.git  a git smart-HTTP server that asks for Basic
 //	                   credentials (401) and then advertises one ref, so
 //	                   `git ls-remote` authenticates the way it does with a

@@ -1,47 +1,74 @@
 // Command wsclient is a WebSocket test client the end-to-end tests run in
-// sandboxes: it opens wss://HOST/PATH with an Authorization header taken
-// from an environment variable, sends one message per argument and prints
-// each reply on its own line.
+// a sandbox (github.com/gorilla/websocket). It sends each argument as a
+// text message and prints the reply to each; with -read-all it then reads
+// every message until the server closes, printing one line for each.
 package main
 
 import (
 	"crypto/tls"
+	"errors"
 	"flag"
 	"fmt"
 	"net/http"
 	"os"
+	"strings"
+	"time"
 
-	"golang.org/x/net/websocket"
+	"github.com/gorilla/websocket"
 )
 
 func main() {
 	url := flag.String("url", "", "wss:// URL")
 	tokenEnv := flag.String("bearer-env", "", "send Authorization: Bearer $VAR in the handshake")
+	readAll := flag.Bool("read-all", false,
+		"after the replies, print every message until the server closes: text as is, binary as its length and the\n"+
+			"number of copies of the bearer value in it, pings and the close frame too")
 	flag.Parse()
 
-	cfg, err := websocket.NewConfig(*url, "https://keygate.test/")
-	if err != nil {
-		fail(err)
-	}
-	cfg.TlsConfig = &tls.Config{} // system roots: SSL_CERT_FILE, as keygate sets it
-	cfg.Header = http.Header{}
+	h := http.Header{"Origin": {"https://keygate.test/"}}
+	bearer := ""
 	if *tokenEnv != "" {
-		cfg.Header.Set("Authorization", "Bearer "+os.Getenv(*tokenEnv))
+		bearer = "Bearer " + os.Getenv(*tokenEnv)
+		h.Set("Authorization", bearer)
 	}
-	ws, err := websocket.DialConfig(cfg)
+	// System roots: SSL_CERT_FILE, as keygate sets it.
+	d := websocket.Dialer{TLSClientConfig: &tls.Config{}, HandshakeTimeout: 10 * time.Second}
+	ws, _, err := d.Dial(*url, h)
 	if err != nil {
 		fail(err)
 	}
 	defer ws.Close()
 	for _, msg := range flag.Args() {
-		if err := websocket.Message.Send(ws, msg); err != nil {
+		if err := ws.WriteMessage(websocket.TextMessage, []byte(msg)); err != nil {
 			fail(err)
 		}
-		var reply string
-		if err := websocket.Message.Receive(ws, &reply); err != nil {
+		_, reply, err := ws.ReadMessage()
+		if err != nil {
 			fail(err)
 		}
-		fmt.Println(reply)
+		fmt.Println(string(reply))
+	}
+	if !*readAll {
+		return
+	}
+	ws.SetPingHandler(func(data string) error {
+		fmt.Printf("ping: %s\n", data)
+		return ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
+	})
+	for {
+		typ, msg, err := ws.ReadMessage()
+		var ce *websocket.CloseError
+		switch {
+		case errors.As(err, &ce):
+			fmt.Printf("close: %d %s\n", ce.Code, ce.Text)
+			return
+		case err != nil:
+			fail(err)
+		case typ == websocket.BinaryMessage:
+			fmt.Printf("binary: %d bytes, %d copies of the bearer value\n", len(msg), strings.Count(string(msg), bearer))
+		default:
+			fmt.Printf("text: %s\n", msg)
+		}
 	}
 }
 
