@@ -22,9 +22,12 @@ const (
 	goalGoProxy      = 1.0
 	goalSquid        = 1.5
 	goalMitmproxy    = 10.0
+	goalNewConn      = 0.8 // new connection per request, vs direct
+	goalAddedP50     = 300 * time.Microsecond
 	goalCreateP50    = 50 * time.Millisecond
 	goalCreateP99    = 200 * time.Millisecond
 	goalSandboxBytes = 1 << 20
+	goalIdleConnB    = 64 << 10
 )
 
 // targets judges every goal this run has the figures for.
@@ -42,10 +45,40 @@ func (r *results) targets() []target {
 			ts = append(ts, r.ratioTarget(kg, r.row(peer.key), spec, peer.goal))
 		}
 	}
+	direct := r.row("direct")
+	for _, proto := range []string{"h1", "h2"} {
+		ts = append(ts, r.ratioTarget(kg, direct, loadSpec{proto: proto, conns: 64, newConn: true}, goalNewConn))
+	}
+	for _, proto := range []string{"h1", "h2"} {
+		ts = append(ts, addedLatencyTarget(kg, direct, loadSpec{proto: proto, conns: 1}))
+	}
 	if s := r.scale; s != nil {
 		ts = append(ts, s.targets()...)
 	}
 	return ts
+}
+
+// addedLatencyTarget judges the p50 latency keygate adds over direct at
+// spec.
+func addedLatencyTarget(kg, direct *rowResult, spec loadSpec) target {
+	t := target{what: fmt.Sprintf("%s: keygate adds ≤ %s to direct's p50", spec, fmtDur(goalAddedP50))}
+	if kg == nil || direct == nil {
+		t.na = "row not run"
+		return t
+	}
+	a, okA := kg.step(spec)
+	b, okB := direct.step(spec)
+	if !okA || !okB || a.err != "" || b.err != "" || a.p50 == 0 || b.p50 == 0 {
+		t.na = "no figures"
+		return t
+	}
+	added := a.p50 - b.p50
+	t.measured = fmt.Sprintf("%s (%s vs %s)", fmtDur(added), fmtDur(a.p50), fmtDur(b.p50))
+	t.met = added <= goalAddedP50
+	if !t.met {
+		t.short = fmt.Sprintf("%s over", fmtDur(added-goalAddedP50))
+	}
+	return t
 }
 
 // ratioTarget judges keygate's req/s at spec against other's times goal.
@@ -103,7 +136,19 @@ func (s *scaleResults) targets() []target {
 	} else {
 		mem.na = "no figures"
 	}
-	return append(ts, mem)
+	idle := target{what: fmt.Sprintf("keygated memory ≤ %s per idle client connection (%d open)",
+		fmtBytes(goalIdleConnB), s.idleOpen)}
+	if s.idleOpen > 0 && s.idleRSSAfter > 0 {
+		per := float64(s.idleRSSAfter-s.idleRSSBefore) / float64(s.idleOpen)
+		idle.measured = fmtBytes(per)
+		idle.met = per <= goalIdleConnB
+		if !idle.met {
+			idle.short = fmt.Sprintf("%.2f× the goal", per/goalIdleConnB)
+		}
+	} else {
+		idle.na = "no figures"
+	}
+	return append(ts, mem, idle)
 }
 
 func durTarget(what string, got, goal time.Duration) target {
