@@ -66,6 +66,12 @@ func TestProxyProtocols(t *testing.T) {
 			if got := lastAuth(t); got != "Bearer "+key {
 				t.Fatalf("API got %q", redact(got, key))
 			}
+			// The world's API offers HTTP/2, so keygate uses it whatever
+			// the client spoke.
+			reqs := w.Requests(w.APIHost())
+			if got := reqs[len(reqs)-1].Proto; got != "HTTP/2.0" {
+				t.Fatalf("keygate reached the API over %s, want HTTP/2.0 (it offers h2)", got)
+			}
 		})
 	}
 
