@@ -100,9 +100,9 @@ func (s *scaleResults) idleSection(p printer) {
 		p("No connection was opened.\n\n")
 		return
 	}
-	delta := float64(s.idleRSSAfter - s.idleRSSBefore)
+	per, _ := s.perIdleConn()
 	p("| connections open | RSS before | RSS after | per connection | keygated CPU to open them |\n")
 	p("|--:|--:|--:|--:|--:|\n")
 	p("| %d of %d | %s | %s | **%s** | %.2f s |\n\n", s.idleOpen, s.idleConns, fmtBytes(float64(s.idleRSSBefore)),
-		fmtBytes(float64(s.idleRSSAfter)), fmtBytes(delta/float64(s.idleOpen)), s.idleCPUSeconds)
+		fmtBytes(float64(s.idleRSSAfter)), fmtBytes(per), s.idleCPUSeconds)
 }

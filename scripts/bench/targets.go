@@ -126,29 +126,37 @@ func (s *scaleResults) targets() []target {
 		durTarget("sandbox create p50 ≤ 50 ms, "+live, p50, goalCreateP50),
 		durTarget("sandbox create p99 ≤ 200 ms, "+live, p99, goalCreateP99),
 	}
-	mem := target{what: fmt.Sprintf("agent memory ≤ 1 MiB per idle sandbox (%d live)", len(s.create))}
-	if per, ok := s.perSandbox(); ok {
-		mem.measured = fmtBytes(per)
-		mem.met = per <= goalSandboxBytes
-		if !mem.met {
-			mem.short = fmt.Sprintf("%.2f× the goal", per/goalSandboxBytes)
-		}
-	} else {
-		mem.na = "no figures"
-	}
-	idle := target{what: fmt.Sprintf("keygated memory ≤ %s per idle client connection (%d open)",
-		fmtBytes(goalIdleConnB), s.idleOpen)}
-	if s.idleOpen > 0 && s.idleRSSAfter > 0 {
-		per := float64(s.idleRSSAfter-s.idleRSSBefore) / float64(s.idleOpen)
-		idle.measured = fmtBytes(per)
-		idle.met = per <= goalIdleConnB
-		if !idle.met {
-			idle.short = fmt.Sprintf("%.2f× the goal", per/goalIdleConnB)
-		}
-	} else {
-		idle.na = "no figures"
-	}
+	per, ok := s.perSandbox()
+	mem := bytesTarget(fmt.Sprintf("agent memory ≤ 1 MiB per idle sandbox (%d live)", len(s.create)),
+		per, ok, goalSandboxBytes)
+	perConn, ok := s.perIdleConn()
+	idle := bytesTarget(fmt.Sprintf("keygated memory ≤ %s per idle client connection (%d open)",
+		fmtBytes(goalIdleConnB), s.idleOpen), perConn, ok, goalIdleConnB)
 	return append(ts, mem, idle)
+}
+
+// bytesTarget judges a memory figure against its goal; ok false means
+// there was no figure.
+func bytesTarget(what string, got float64, ok bool, goal float64) target {
+	t := target{what: what}
+	if !ok {
+		t.na = "no figures"
+		return t
+	}
+	t.measured = fmtBytes(got)
+	t.met = got <= goal
+	if !t.met {
+		t.short = fmt.Sprintf("%.2f× the goal", got/goal)
+	}
+	return t
+}
+
+// perIdleConn returns keygated's RSS growth per idle connection held open.
+func (s *scaleResults) perIdleConn() (float64, bool) {
+	if s.idleOpen == 0 || s.idleRSSAfter == 0 {
+		return 0, false
+	}
+	return float64(s.idleRSSAfter-s.idleRSSBefore) / float64(s.idleOpen), true
 }
 
 func durTarget(what string, got, goal time.Duration) target {
