@@ -163,13 +163,7 @@ func New(cfg Config) (*Proxy, error) {
 		errLimit:  lograte.New(time.Second),
 		perSB:     make(map[string]int),
 	}
-	p.tlsConfig = &tls.Config{
-		MinVersion: tls.VersionTLS12,
-		NextProtos: []string{"h2", "http/1.1"},
-		GetCertificate: func(h *tls.ClientHelloInfo) (*tls.Certificate, error) {
-			return cfg.Certs.Get(h.ServerName)
-		},
-	}
+	p.tlsConfig = sandboxTLS(cfg.Certs)
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:        rewrite,
 		Transport:      p.upstreams,
@@ -196,6 +190,27 @@ func New(cfg Config) (*Proxy, error) {
 
 // Serve accepts connections the cgroup programs redirected to ln until
 // Shutdown; their original destinations come from Config.OrigDst.
+// sandboxTLS is the TLS configuration of connections from sandboxes: a
+// leaf for the name asked for, h2 or HTTP/1.1.
+func sandboxTLS(certs Certificates) *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		NextProtos: []string{"h2", "http/1.1"},
+		// The sandbox's TLS ends here, on the host: its packets never
+		// leave the machine, and they never carry a real secret (the
+		// sandbox holds only placeholders; responses are redacted). A
+		// post-quantum key exchange protects nothing on this hop, and
+		// its ML-KEM half made a new connection cost keygated about a
+		// tenth more CPU, so classical groups only. Connections to
+		// upstreams, which carry the secrets, keep Go's default
+		// (X25519MLKEM768 first).
+		CurvePreferences: []tls.CurveID{tls.X25519, tls.CurveP256, tls.CurveP384, tls.CurveP521},
+		GetCertificate: func(h *tls.ClientHelloInfo) (*tls.Certificate, error) {
+			return certs.Get(h.ServerName)
+		},
+	}
+}
+
 func (p *Proxy) Serve(ln net.Listener) error {
 	return p.serve(ln, false)
 }
