@@ -139,6 +139,26 @@ func TestProxyProtocols(t *testing.T) {
 		}
 	})
 
+	for _, proto := range []struct{ flag, status string }{{"--http1.1", "HTTP/1.1 100"}, {"--http2", "HTTP/2 100"}} {
+		t.Run("Expect: 100-continue "+proto.flag, func(t *testing.T) {
+			const size = 3 << 20
+			out := run(t, fmt.Sprintf(`head -c %d /dev/zero | curl -sS -v -m 20 %s -H "Expect: 100-continue" --data-binary @- %s/_kg/upload %s 2>&1`,
+				size, proto.flag, api, auth))
+			if !strings.Contains(out, "< "+proto.status) {
+				t.Fatalf("curl saw no %q before sending the body:\n%s", proto.status, lastLines(out, 20))
+			}
+			if !strings.Contains(out, fmt.Sprintf(`{"bytes":%d}`, size)) {
+				t.Fatalf("upload did not arrive whole:\n%s", lastLines(out, 20))
+			}
+		})
+		t.Run("trailers "+proto.flag, func(t *testing.T) {
+			out := run(t, `curl -sS -m 10 -D - `+proto.flag+` `+api+`/_kg/trailer `+auth)
+			if !strings.Contains(out, "body before the trailer") || !strings.Contains(strings.ToLower(out), "x-checksum: done") {
+				t.Fatalf("response with a trailer:\n%s", out)
+			}
+		})
+	}
+
 	t.Run("512 MiB upload with bounded agent memory", func(t *testing.T) {
 		const size = 512 << 20
 		out := run(t, fmt.Sprintf(`head -c %d /dev/zero | curl -sS -m 120 -T - %s/_kg/upload %s`, size, api, auth))
@@ -150,6 +170,21 @@ func TestProxyProtocols(t *testing.T) {
 		t.Logf("keygated peak RSS after a %d MiB upload: %d MiB", size>>20, hwm>>20)
 		if hwm > 192<<20 {
 			t.Fatalf("keygated peak RSS %d MiB: the upload was buffered", hwm>>20)
+		}
+	})
+
+	// A download on a request that carried the secret goes through the
+	// streaming redactor; it must not be held in memory either.
+	t.Run("512 MiB download with bounded agent memory", func(t *testing.T) {
+		const size = 512 << 20
+		out := run(t, fmt.Sprintf(`curl -sS -m 120 -o /dev/null -w '%%{size_download}' '%s/_kg/download?bytes=%d' %s`, api, size, auth))
+		if out != strconv.Itoa(size) {
+			t.Fatalf("download: %q bytes, want %d", out, size)
+		}
+		hwm := peakRSS(t, a.cmd.Process.Pid)
+		t.Logf("keygated peak RSS after a %d MiB download: %d MiB", size>>20, hwm>>20)
+		if hwm > 192<<20 {
+			t.Fatalf("keygated peak RSS %d MiB: the download was buffered", hwm>>20)
 		}
 	})
 }

@@ -118,7 +118,9 @@ func redactResponse(resp *http.Response) error {
 	if resp.Body == nil || resp.Body == http.NoBody {
 		return nil
 	}
-	if resp.ContentLength >= 0 && resp.ContentLength <= maxBufferedRedaction {
+	// A response that announces trailers is streamed: over HTTP/1.1 they
+	// need chunked encoding, which a Content-Length would rule out.
+	if resp.ContentLength >= 0 && resp.ContentLength <= maxBufferedRedaction && len(resp.Trailer) == 0 {
 		return redactWhole(resp, red)
 	}
 	// Trailer values arrive with the end of the body.

@@ -159,6 +159,7 @@ type redactingBody struct {
 	atEOF func()
 	buf   *[]byte // from chunkPool; returned by Close
 	out   []byte  // redacted, not yet returned
+	spare []byte  // out's whole buffer, reused for every read
 	err   error   // the underlying reader's final error, io.EOF included
 }
 
@@ -176,7 +177,8 @@ func (b *redactingBody) Read(p []byte) (int, error) {
 		}
 		n, err := b.rc.Read(*b.buf)
 		b.err = err
-		b.out = b.s.push(b.out[:0], (*b.buf)[:n], err != nil)
+		b.spare = b.s.push(b.spare[:0], (*b.buf)[:n], err != nil)
+		b.out = b.spare
 	}
 	n := copy(p, b.out)
 	b.out = b.out[n:]
@@ -218,7 +220,10 @@ func (s *stream) push(out, b []byte, final bool) []byte {
 	}
 	keep := s.red.partial(s.in)
 	out = append(out, s.in[:len(s.in)-keep]...)
-	s.in = append(s.in[:0:0], s.in[len(s.in)-keep:]...)
+	// The tail moves to the front of the same buffer (copy handles the
+	// overlap), so a long stream reuses one buffer instead of
+	// allocating one per push.
+	s.in = append(s.in[:0], s.in[len(s.in)-keep:]...)
 	return out
 }
 

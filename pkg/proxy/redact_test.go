@@ -160,14 +160,23 @@ func TestRedactResponseLengths(t *testing.T) {
 	req, _ := http.NewRequest(http.MethodGet, "https://a.test/", nil)
 	req = req.WithContext(context.WithValue(req.Context(), injectionKey{}, in))
 	for _, tt := range []struct {
-		name   string
-		length int64
-		wantCL int64
-	}{{"known length", 29, 18}, {"unknown length", -1, -1}} {
+		name    string
+		length  int64
+		trailer bool
+		wantCL  int64
+	}{{"known length", 29, false, 18}, {"unknown length", -1, false, -1}, {"known length with a trailer", 29, true, -1}} {
 		t.Run(tt.name, func(t *testing.T) {
 			body := `{"echo":"SECRET-0123456789"}` + "\n"
 			resp := &http.Response{StatusCode: 200, Header: http.Header{}, Request: req,
 				ContentLength: tt.length, Body: io.NopCloser(strings.NewReader(body))}
+			if tt.trailer {
+				// Announced now, filled in at the end of the body, as the
+				// transport does.
+				resp.Trailer = http.Header{"X-Echo": nil}
+				resp.Body = io.NopCloser(io.MultiReader(strings.NewReader(body), eofFunc(func() {
+					resp.Trailer.Set("X-Echo", "SECRET-0123456789")
+				})))
+			}
 			if tt.length >= 0 {
 				resp.Header.Set("Content-Length", "29")
 			}
@@ -181,6 +190,22 @@ func TestRedactResponseLengths(t *testing.T) {
 			if tt.wantCL >= 0 && resp.Header.Get("Content-Length") != "18" {
 				t.Fatalf("Content-Length header %q", resp.Header.Get("Content-Length"))
 			}
+			if tt.wantCL < 0 && resp.Header.Get("Content-Length") != "" {
+				t.Fatalf("streamed body kept Content-Length %q", resp.Header.Get("Content-Length"))
+			}
+			if tt.trailer && resp.Trailer.Get("X-Echo") != "kgph_x" {
+				t.Fatalf("trailer %q, want it redacted", resp.Trailer.Get("X-Echo"))
+			}
 		})
 	}
+}
+
+// eofFunc is a reader that runs f when it is first read, then reports EOF.
+type eofFunc func()
+
+func (f eofFunc) Read([]byte) (int, error) {
+	if f != nil {
+		f()
+	}
+	return 0, io.EOF
 }
