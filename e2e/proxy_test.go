@@ -151,6 +151,12 @@ func TestProxyProtocols(t *testing.T) {
 				t.Fatalf("upload did not arrive whole:\n%s", lastLines(out, 20))
 			}
 		})
+		t.Run("HEAD keeps the length "+proto.flag, func(t *testing.T) {
+			out := run(t, `curl -sS -m 10 -I `+proto.flag+` '`+api+`/_kg/download?bytes=12345' `+auth)
+			if !strings.Contains(strings.ToLower(out), "content-length: 12345") {
+				t.Fatalf("HEAD answer with the secret sent:\n%s", out)
+			}
+		})
 		t.Run("trailers "+proto.flag, func(t *testing.T) {
 			out := run(t, `curl -sS -m 10 -D - `+proto.flag+` `+api+`/_kg/trailer `+auth)
 			if !strings.Contains(out, "body before the trailer") || !strings.Contains(strings.ToLower(out), "x-checksum: done") {

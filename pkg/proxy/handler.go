@@ -115,7 +115,11 @@ func redactResponse(resp *http.Response) error {
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		return redactUpgrade(resp, red)
 	}
-	if resp.Body == nil || resp.Body == http.NoBody {
+	// A response to HEAD, a 204 and a 304 have no body, whatever their
+	// Content-Length says (for HEAD, the length of the body a GET would
+	// get): there is nothing to redact, and the length must stay.
+	if resp.Body == nil || resp.Body == http.NoBody || resp.Request.Method == http.MethodHead ||
+		resp.StatusCode == http.StatusNoContent || resp.StatusCode == http.StatusNotModified {
 		return nil
 	}
 	// A response that announces trailers is streamed: over HTTP/1.1 they

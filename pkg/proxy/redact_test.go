@@ -200,6 +200,27 @@ func TestRedactResponseLengths(t *testing.T) {
 	}
 }
 
+// A response without a body keeps its Content-Length: for HEAD it is the
+// length a GET would get.
+func TestRedactResponseWithoutBody(t *testing.T) {
+	in := &injection{shown: []shownSecret{{sec: NewSecret(vault.NewSecret([]byte("SECRET-0123456789"))), as: "kgph_x"}}}
+	for _, tt := range []struct {
+		method string
+		status int
+	}{{http.MethodHead, 200}, {http.MethodGet, http.StatusNoContent}, {http.MethodGet, http.StatusNotModified}} {
+		req, _ := http.NewRequest(tt.method, "https://a.test/", nil)
+		req = req.WithContext(context.WithValue(req.Context(), injectionKey{}, in))
+		resp := &http.Response{StatusCode: tt.status, Header: http.Header{"Content-Length": {"12345"}}, Request: req,
+			ContentLength: 12345, Body: io.NopCloser(strings.NewReader(""))}
+		if err := redactResponse(resp); err != nil {
+			t.Fatal(err)
+		}
+		if resp.ContentLength != 12345 || resp.Header.Get("Content-Length") != "12345" {
+			t.Errorf("%s %d: length %d, header %q; want 12345 kept", tt.method, tt.status, resp.ContentLength, resp.Header.Get("Content-Length"))
+		}
+	}
+}
+
 // eofFunc is a reader that runs f when it is first read, then reports EOF.
 type eofFunc func()
 
