@@ -126,6 +126,18 @@ func TestProxyProtocols(t *testing.T) {
 		}
 	})
 
+	// An upstream that compresses unasked (br here) could hide the secret
+	// from the redactor: such a response is refused.
+	t.Run("a body encoded unasked is refused", func(t *testing.T) {
+		out := run(t, `curl -sS -m 10 -w '\n%{http_code}' `+api+`/_kg/encoded?enc=br `+auth)
+		if !strings.HasSuffix(out, "\n502") || !strings.Contains(out, `br`) {
+			t.Fatalf("encoded echo: %s", out)
+		}
+		if got := lastAuth(t); got != "Bearer "+key {
+			t.Fatalf("API got %q", redact(got, key))
+		}
+	})
+
 	t.Run("echoed secret is redacted", func(t *testing.T) {
 		out := run(t, `curl -sS -m 10 -D - `+api+`/_kg/echo `+auth)
 		if !strings.Contains(out, "kgph_") {

@@ -3,11 +3,13 @@ package proxy
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -122,6 +124,13 @@ func redactResponse(resp *http.Response) error {
 		resp.StatusCode == http.StatusNoContent || resp.StatusCode == http.StatusNotModified {
 		return nil
 	}
+	// The transport asks for gzip and decodes it (the sandbox's own
+	// Accept-Encoding was dropped); a body still encoded is one the
+	// upstream compressed unasked (br, zstd, deflate), in which the
+	// secret could not be found. It is refused, not passed on.
+	if enc := resp.Header.Get("Content-Encoding"); enc != "" && !strings.EqualFold(enc, "identity") {
+		return fmt.Errorf("%w: the upstream sent a %q-encoded body it was not asked for", errUnsearchable, enc)
+	}
 	// A response that announces trailers is streamed: over HTTP/1.1 they
 	// need chunked encoding, which a Content-Length would rule out.
 	if resp.ContentLength >= 0 && resp.ContentLength <= maxBufferedRedaction && len(resp.Trailer) == 0 {
@@ -133,6 +142,10 @@ func redactResponse(resp *http.Response) error {
 	resp.Header.Del("Content-Length")
 	return nil
 }
+
+// errUnsearchable is why a response to a request that carried a secret
+// is refused: it could not be searched for the secret.
+var errUnsearchable = errors.New("response cannot be searched for the secret sent")
 
 // maxBufferedRedaction is the largest body with a known length that is
 // redacted whole rather than streamed. Most API answers are small; read

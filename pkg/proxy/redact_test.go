@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -229,4 +230,19 @@ func (f eofFunc) Read([]byte) (int, error) {
 		f()
 	}
 	return 0, io.EOF
+}
+
+// A body the transport did not decode cannot be searched: refused.
+func TestRedactResponseRefusesEncodedBodies(t *testing.T) {
+	in := &injection{shown: []shownSecret{{sec: NewSecret(vault.NewSecret([]byte("SECRET-0123456789"))), as: "kgph_x"}}}
+	req, _ := http.NewRequest(http.MethodGet, "https://a.test/", nil)
+	req = req.WithContext(context.WithValue(req.Context(), injectionKey{}, in))
+	for enc, refused := range map[string]bool{"br": true, "zstd": true, "deflate": true, "identity": false} {
+		resp := &http.Response{StatusCode: 200, Header: http.Header{"Content-Encoding": {enc}}, Request: req,
+			ContentLength: -1, Body: io.NopCloser(strings.NewReader("x"))}
+		err := redactResponse(resp)
+		if refused != errors.Is(err, errUnsearchable) {
+			t.Errorf("Content-Encoding %s: %v", enc, err)
+		}
+	}
 }

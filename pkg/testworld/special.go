@@ -22,6 +22,8 @@ import (
 //	/_kg/download?bytes=N  N bytes of 'x', streamed
 //	/_kg/upload        {"bytes": n}: how many body bytes arrived
 //	/_kg/trailer       a body followed by the trailer X-Checksum: done
+//	/_kg/encoded?enc=E the Authorization header as the body, labelled
+//	                   Content-Encoding: E (an upstream compressing unasked)
 //	/_kg/ws            a WebSocket echo (any path with an Upgrade: websocket
 //	                   request is served as one)
 //	/_kg/ws-reflect    a WebSocket server that sends the handshake's
@@ -56,6 +58,11 @@ func serveSpecial(rw http.ResponseWriter, r *http.Request, bodyBytes int64) bool
 	case "upload":
 		rw.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(rw).Encode(map[string]int64{"bytes": bodyBytes})
+	case "encoded":
+		// Claims an encoding it did not apply: the body is the
+		// Authorization header as sent.
+		rw.Header().Set("Content-Encoding", q.Get("enc"))
+		io.WriteString(rw, r.Header.Get("Authorization"))
 	case "trailer":
 		rw.Header().Set("Trailer", "X-Checksum")
 		io.WriteString(rw, "body before the trailer\n")
