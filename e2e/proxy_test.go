@@ -75,6 +75,29 @@ func TestProxyProtocols(t *testing.T) {
 		})
 	}
 
+	// Two requests written back to back on one connection before any
+	// answer: each is answered, in order, and each carried the secret.
+	t.Run("pipelined HTTP/1.1 requests", func(t *testing.T) {
+		h := w.APIHost()
+		before := len(w.Requests(h))
+		req := `GET /%s HTTP/1.1\r\nHost: ` + h + `\r\nAuthorization: Bearer %%s\r\n%s\r\n`
+		out := run(t, `(printf '`+fmt.Sprintf(req, "one", "")+fmt.Sprintf(req, "two", `Connection: close\r\n`)+
+			`' "$API_KEY" "$API_KEY"; sleep 1) | openssl s_client -quiet -connect `+h+`:443 -servername `+h+` -alpn http/1.1 2>/dev/null`)
+		one, two := strings.Index(out, `"path":"/one"`), strings.Index(out, `"path":"/two"`)
+		if strings.Count(out, "HTTP/1.1 200 OK") != 2 || one < 0 || two < one {
+			t.Fatalf("pipelined answers:\n%s", out)
+		}
+		reqs := w.Requests(h)[before:]
+		if len(reqs) != 2 || reqs[0].Path != "/one" || reqs[1].Path != "/two" {
+			t.Fatalf("API got %d requests", len(reqs))
+		}
+		for _, r := range reqs {
+			if got := r.Header.Get("Authorization"); got != "Bearer "+key {
+				t.Fatalf("API got %q on %s", redact(got, key), r.Path)
+			}
+		}
+	})
+
 	t.Run("server-sent events arrive one by one", func(t *testing.T) {
 		out := run(t, `curl -sSN -m 20 `+api+`/_kg/sse?n=3\&ms=700 `+auth+
 			` | while IFS= read -r line; do case "$line" in data:*) echo "$(date +%s%3N) $line";; esac; done`)
