@@ -17,7 +17,7 @@ export DEBIAN_FRONTEND=noninteractive
 # util-linux, always present); then the clients the end-to-end tests run
 # inside sandboxes, unchanged: curl, Python requests, Node.js fetch, gh,
 # git and (below, from npm) sentry-cli.
-pkgs=(clang llvm libbpf-dev bpftool make git curl ca-certificates iproute2 dnsutils
+pkgs=(clang llvm libbpf-dev bpftool make git curl ca-certificates iproute2 dnsutils openssl
 	python3 python3-requests gh)
 # Node.js may come from elsewhere (NodeSource ships npm inside its nodejs);
 # Debian's packages only when there is none.
