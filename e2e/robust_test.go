@@ -1,0 +1,167 @@
+//go:build linux
+
+package e2e
+
+import (
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// robustScript probes keygated's listener from inside a sandbox with raw
+// sockets: bytes that are not TLS, a broken ClientHello, a connection that
+// never says anything, headers sent one line a second (slow-loris),
+// oversized headers, and a sandbox opening more connections than its cap.
+// It prints one line per probe: name, outcome, figures.
+const robustScript = `
+import os, resource, socket, ssl, sys, threading, time
+host = sys.argv[1]
+ctx = ssl.create_default_context()
+
+def tcp():
+    return socket.create_connection((host, 443), timeout=5)
+
+def tls():
+    s = ctx.wrap_socket(tcp(), server_hostname=host)
+    return s
+
+def ended(s, secs):
+    s.settimeout(secs)
+    try:
+        while True:
+            if not s.recv(4096):
+                return "closed"
+    except (ConnectionResetError, BrokenPipeError):
+        return "reset"
+    except socket.timeout:
+        return "open"
+    except (ssl.SSLError, OSError):
+        return "closed"
+
+def probe_bytes(name, data):
+    s = tcp()
+    s.sendall(data)
+    print(name, ended(s, 3), flush=True)
+
+probe_bytes("garbage", b"\x00\x01 these bytes are not TLS\r\n\r\n" * 4)
+probe_bytes("badhello", b"\x16\x03\x01\x01\x00" + os.urandom(256))
+
+# Oversized headers: 100 KB in one header line.
+s = tls()
+s.sendall(("GET / HTTP/1.1\r\nHost: %s\r\nX-Big: %s\r\n\r\n" % (host, "a" * 100000)).encode())
+print("bigheader", s.recv(64).split(b"\r\n")[0].decode(), flush=True)
+s.close()
+
+# A connection that never speaks, and one that sends a header line a
+# second: both must be cut by the handshake/header timeout.
+results = {}
+def stall():
+    t0 = time.time(); s = tcp()
+    results["stall"] = (ended(s, 30), time.time() - t0)
+def slow():
+    t0 = time.time(); s = tls()
+    s.sendall(("GET / HTTP/1.1\r\nHost: %s\r\n" % host).encode())
+    state = "open"
+    for i in range(30):
+        time.sleep(1)
+        try:
+            s.sendall(b"X-Slow: %d\r\n" % i)
+        except OSError:
+            state = "closed"; break
+        s.settimeout(0.01)
+        try:
+            if not s.recv(4096):
+                state = "closed"; break
+            state = "answered"; break
+        except socket.timeout:
+            pass
+        except OSError:
+            state = "closed"; break
+    results["slowloris"] = (state, time.time() - t0)
+ts = [threading.Thread(target=stall), threading.Thread(target=slow)]
+[t.start() for t in ts]; [t.join() for t in ts]
+for k in ("stall", "slowloris"):
+    print(k, results[k][0], "%.1f" % results[k][1], flush=True)
+
+# The connection cap: open connections until one is refused.
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+conns, extra = [], "none"
+for i in range(int(sys.argv[2]) + 8):
+    try:
+        conns.append(tls())
+    except (ssl.SSLError, OSError) as e:
+        extra = type(e).__name__
+        break
+print("cap", len(conns), extra, flush=True)
+for c in conns:
+    c.close()
+`
+
+// TestProxyRobustness checks the listener's defences against a sandbox
+// that misbehaves at the socket level: each probe ends with the
+// connection closed (or answered 431), is recorded with its reason, and
+// keygated goes on serving.
+func TestProxyRobustness(t *testing.T) {
+	w := world(t)
+	a := startAgent(t, w)
+	key := secret(t)
+	a.mustKG("", "vault", "create", "v")
+	a.mustKG(key+"\n", "cred", "add", "v", "api", "--env", "API_KEY", "--domain", w.APIHost())
+	const connCap = 1024 // proxy.DefaultMaxConnsPerSandbox
+
+	out, errOut, code := a.run([]string{"--vault", "v"},
+		`python3 -c '`+strings.ReplaceAll(robustScript, "'", `'"'"'`)+`' `+w.APIHost()+` `+strconv.Itoa(connCap)+
+			` && curl -sS -m 10 -o /dev/null -w '%{http_code}\n' https://`+w.APIHost()+`/after -H "Authorization: Bearer $API_KEY"`)
+	if code != 0 {
+		t.Fatalf("probes: exit %d\n%s\n%s", code, out, lastLines(errOut, 20))
+	}
+	t.Logf("probes:\n%s", out)
+	got := map[string][]string{}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 0 {
+			got[f[0]] = f[1:]
+		}
+	}
+	for _, name := range []string{"garbage", "badhello"} {
+		if r := got[name]; len(r) == 0 || r[0] == "open" {
+			t.Errorf("%s: connection still open: %v", name, r)
+		}
+	}
+	if r := got["bigheader"]; len(r) < 2 || r[1] != "431" {
+		t.Errorf("oversized headers answered %v, want 431", r)
+	}
+	// The timeout is 10 s (proxy.Config.HandshakeTimeout).
+	for _, name := range []string{"stall", "slowloris"} {
+		r := got[name]
+		if len(r) < 2 || r[0] != "closed" && r[0] != "reset" {
+			t.Errorf("%s: %v, want the connection cut", name, r)
+			continue
+		}
+		if secs, _ := strconv.ParseFloat(r[1], 64); secs < 8 || secs > 16 {
+			t.Errorf("%s: cut after %.1f s, want about 10", name, secs)
+		}
+	}
+	if r := got["cap"]; len(r) < 2 || r[0] != strconv.Itoa(connCap) || r[1] == "none" {
+		t.Errorf("connection cap: %v, want %d open and the next refused", r, connCap)
+	}
+	if !strings.HasSuffix(strings.TrimSpace(out), "200") {
+		t.Errorf("keygated did not serve a request after the probes: %q", out)
+	}
+
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		recs := a.auditRecords(t, "--kind", "request.deny")
+		notTLS := countKind(recs, "request.deny", func(r auditRecord) bool { return r.Reason == "not_tls" })
+		capped := countKind(recs, "request.deny", func(r auditRecord) bool { return r.Reason == "too_many_connections" })
+		if notTLS >= 2 && capped >= 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("audit: %d not_tls (want 2), %d too_many_connections (want 1)", notTLS, capped)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
