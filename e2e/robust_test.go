@@ -165,3 +165,41 @@ func TestProxyRobustness(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// TestUpstreamFailures checks that a failure on the upstream side is a
+// 502 whose JSON body names the cause: nothing listening at the pinned
+// address, and an upstream whose certificate is not for the name asked.
+func TestUpstreamFailures(t *testing.T) {
+	w := world(t)
+	a := startAgent(t, w)
+	key := secret(t)
+	down, wrong := "down."+w.Zone, "wrongcert."+w.Zone
+	w.SetRecord(down, w.DNS.Addr()) // the world's DNS server: nothing on 443
+	w.SetRecord(wrong, w.API)       // the API, whose certificate names api.<zone>
+	a.mustKG("", "vault", "create", "v")
+	a.mustKG(key+"\n", "cred", "add", "v", "api", "--env", "API_KEY", "--domain", w.APIHost(), "--domain", down, "--domain", wrong)
+
+	for _, tt := range []struct{ host, cause string }{
+		{down, "connection refused"},
+		{wrong, "certificate"},
+	} {
+		t.Run(tt.host, func(t *testing.T) {
+			before := len(w.Requests(w.APIHost()))
+			out, errOut, code := a.run([]string{"--vault", "v"},
+				`curl -sS -m 20 -w '\n%{http_code}' https://`+tt.host+`/x -H "Authorization: Bearer $API_KEY"`)
+			if code != 0 || strings.Contains(out+errOut, key) {
+				t.Fatalf("exit %d: %s %s", code, redact(out, key), redact(errOut, key))
+			}
+			out = strings.TrimSpace(out)
+			i := strings.LastIndex(out, "\n")
+			body, status := out[:max(i, 0)], out[i+1:]
+			if status != "502" || !strings.Contains(body, `"error"`) || !strings.Contains(body, tt.cause) {
+				t.Fatalf("answer %s %q, want 502 naming %q", status, body, tt.cause)
+			}
+			// The upstream that failed verification got no request.
+			if n := len(w.Requests(w.APIHost())); n != before {
+				t.Fatalf("the API received %d requests over a connection that failed verification", n-before)
+			}
+		})
+	}
+}
