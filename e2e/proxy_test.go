@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -146,6 +147,35 @@ func TestProxyProtocols(t *testing.T) {
 			ph, binaryReflectLen(len("Bearer "+ph)), testworld.ReflectBinaryCopies)
 		if rest != want {
 			t.Fatalf("client read:\n%s\nwant:\n%s", rest, want)
+		}
+	})
+
+	// Basic credentials echoed back hold the secret base64-encoded after
+	// "user:", at whichever alignment the user name's length gives.
+	t.Run("echoed Basic credentials are redacted at every alignment", func(t *testing.T) {
+		for _, user := range []string{"u", "us", "use"} {
+			out := run(t, `curl -sS -m 10 -D - -o /dev/null -u "`+user+`:$API_KEY" `+api+`/_kg/echo`)
+			if got, want := lastAuth(t), "Basic "+base64.StdEncoding.EncodeToString([]byte(user+":"+key)); got != want {
+				t.Fatalf("user %q: API got %q", user, redact(got, key))
+			}
+			const name = "x-echo-authorization: basic "
+			echoed := ""
+			for _, line := range strings.Split(out, "\n") {
+				if len(line) > len(name) && strings.EqualFold(line[:len(name)], name) {
+					echoed = strings.TrimSpace(line[len(name):])
+				}
+			}
+			if echoed == "" {
+				t.Fatalf("no echoed header: %s", out)
+			}
+			for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding} {
+				if dec, err := enc.DecodeString(echoed); err == nil && strings.Contains(string(dec), key) {
+					t.Fatalf("user %q: the echoed header decodes to the secret", user)
+				}
+			}
+			if !strings.Contains(echoed, "kgph_") {
+				t.Fatalf("user %q: echoed %q shows no placeholder", user, echoed)
+			}
 		}
 	})
 

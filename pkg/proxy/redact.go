@@ -28,9 +28,12 @@ const redactChunk = 32 << 10
 // and in the encodings it could be echoed in: base64 (standard and URL
 // alphabets, padded or not), hex (either case) and URL escaping.
 //
-// Only whole encodings are found: a secret base64-encoded as part of a
-// longer value is at one of three alignments, and only the alignment that
-// starts with the secret is matched.
+// A secret base64-encoded inside a longer value (Basic credentials
+// "user:secret" echoed back) sits at one of three alignments; at the two
+// that do not start a 3-byte group, the characters that depend on the
+// secret's bits alone are searched for (all but at most the first and
+// last two characters of its encoding), so what is left once replaced
+// cannot be decoded back to the secret.
 type redactor struct {
 	pats   [][]byte // searched for
 	spats  []string // pats as strings, for header values
@@ -69,7 +72,7 @@ func newRedactor(shown []shownSecret) *redactor {
 // encodings returns the forms a secret is searched for in.
 func encodings(s string) []string {
 	b := []byte(s)
-	return []string{
+	forms := []string{
 		s,
 		base64.StdEncoding.EncodeToString(b),
 		base64.RawStdEncoding.EncodeToString(b),
@@ -80,6 +83,21 @@ func encodings(s string) []string {
 		url.QueryEscape(s),
 		url.PathEscape(s),
 	}
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.URLEncoding} {
+		for k := 1; k <= 2; k++ {
+			forms = append(forms, shiftedBase64(enc, b, k))
+		}
+	}
+	return forms
+}
+
+// shiftedBase64 returns the part of the base64 encoding of b, when b
+// starts k bytes (1 or 2) into a 3-byte group, that depends on b's bits
+// alone: output character i carries input bits [6i, 6i+6), and b holds
+// bits [8k, 8(k+len(b))).
+func shiftedBase64(enc *base64.Encoding, b []byte, k int) string {
+	full := enc.EncodeToString(append(make([]byte, k), b...))
+	return full[(8*k+5)/6 : 8*(k+len(b))/6]
 }
 
 // next finds the earliest match in b: its offset and pattern index, or -1.

@@ -246,3 +246,39 @@ func TestRedactResponseRefusesEncodedBodies(t *testing.T) {
 		}
 	}
 }
+
+// A secret base64-encoded after a prefix of any length (Basic credentials
+// "user:secret" echoed back) cannot be decoded back out of the redacted
+// value, in either alphabet.
+func TestRedactorBase64AtEveryAlignment(t *testing.T) {
+	const secret = "sk-live-0123456789abcdef/+?"
+	r := redactorFor(map[string]string{secret: "kgph_x"})
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.URLEncoding, base64.RawStdEncoding} {
+		for prefix := range 6 {
+			for suffix := range 3 {
+				raw := strings.Repeat("u", prefix) + ":" + secret + strings.Repeat("s", suffix)
+				in := "Basic " + enc.EncodeToString([]byte(raw))
+				out := string(r.replaceAll([]byte(in)))
+				if out == in {
+					t.Errorf("prefix %d, suffix %d: not redacted: %s", prefix, suffix, in)
+					continue
+				}
+				// Whatever a client decodes from what is left, the secret
+				// is not in it.
+				rest := strings.TrimPrefix(out, "Basic ")
+				for _, part := range strings.Split(rest, "kgph_x") {
+					for cut := range 4 {
+						if len(part) < cut {
+							break
+						}
+						dec, _ := base64.RawStdEncoding.DecodeString(strings.TrimRight(part[cut:], "="))
+						dec2, _ := base64.RawURLEncoding.DecodeString(strings.TrimRight(part[cut:], "="))
+						if strings.Contains(string(dec), secret[2:len(secret)-2]) || strings.Contains(string(dec2), secret[2:len(secret)-2]) {
+							t.Errorf("prefix %d: the secret decodes out of %q", prefix, out)
+						}
+					}
+				}
+			}
+		}
+	}
+}
