@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -26,7 +27,8 @@ const redactChunk = 32 << 10
 // received (an echo endpoint, an error message quoting the key) cannot
 // hand the secret back to the sandbox. Each secret is searched for as is
 // and in the encodings it could be echoed in: base64 (standard and URL
-// alphabets, padded or not), hex (either case) and URL escaping.
+// alphabets, padded or not), hex (either case), URL escaping and JSON
+// string escaping.
 //
 // A secret base64-encoded inside a longer value (Basic credentials
 // "user:secret" echoed back) sits at one of three alignments; at the two
@@ -86,6 +88,19 @@ func encodings(s string) []string {
 	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.URLEncoding} {
 		for k := 1; k <= 2; k++ {
 			forms = append(forms, shiftedBase64(enc, b, k))
+		}
+	}
+	// Inside a JSON string: quotes and backslashes escaped, <, > and &
+	// escaped (\u003c, as encoding/json does) or not (as Python does), and
+	// "/" as "\/" or not (PHP escapes it; AWS secret keys hold slashes).
+	for _, html := range []bool{true, false} {
+		var js bytes.Buffer
+		e := json.NewEncoder(&js)
+		e.SetEscapeHTML(html)
+		if e.Encode(s) == nil {
+			esc := strings.TrimSuffix(js.String(), "\n")
+			esc = esc[1 : len(esc)-1]
+			forms = append(forms, esc, strings.ReplaceAll(esc, "/", `\/`))
 		}
 	}
 	return forms

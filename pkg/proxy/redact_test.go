@@ -282,3 +282,19 @@ func TestRedactorBase64AtEveryAlignment(t *testing.T) {
 		}
 	}
 }
+
+// A secret echoed inside JSON, escaped the ways JSON writers escape it.
+func TestRedactorJSONEscapes(t *testing.T) {
+	const secret = `wJalrXUtnFEMI/K7MDENG/bPx<RfiCY>&"EXAMPLE\KEY`
+	r := redactorFor(map[string]string{secret: "kgph_x"})
+	goJSON, _ := json.Marshal(map[string]string{"k": secret})
+	for name, body := range map[string]string{
+		"encoding/json":     string(goJSON),
+		"python json.dumps": `{"k":"wJalrXUtnFEMI/K7MDENG/bPx<RfiCY>&\"EXAMPLE\\KEY"}`,
+		"slash-escaped":     `{"k":"wJalrXUtnFEMI\/K7MDENG\/bPx\u003cRfiCY\u003e\u0026\"EXAMPLE\\KEY"}`,
+	} {
+		if out := string(r.replaceAll([]byte(body))); out != `{"k":"kgph_x"}` {
+			t.Errorf("%s: %s -> %s", name, body, out)
+		}
+	}
+}
