@@ -179,6 +179,20 @@ func TestProxyProtocols(t *testing.T) {
 		}
 	})
 
+	// A 103 Early Hints is relayed as it arrives, ahead of the response:
+	// its headers are redacted too, and the status recorded is the 200.
+	for _, proto := range []string{"--http1.1", "--http2"} {
+		t.Run("early hints echoing the credential "+proto, func(t *testing.T) {
+			out := run(t, `curl -sS -m 10 -D - `+proto+` `+api+`/_kg/early-hints `+auth)
+			if !strings.Contains(out, " 103") || !strings.Contains(out, "after the hints") {
+				t.Fatalf("no 103 then answer:\n%s", out)
+			}
+			if !strings.Contains(strings.ToLower(out), "auth=bearer kgph_") {
+				t.Fatalf("the 103's Link header was not redacted to the placeholder:\n%s", out)
+			}
+		})
+	}
+
 	// An upstream that compresses unasked (br here) could hide the secret
 	// from the redactor: such a response is refused.
 	t.Run("a body encoded unasked is refused", func(t *testing.T) {

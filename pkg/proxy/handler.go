@@ -42,6 +42,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// (permessage-deflate).
 		r.Header.Del("Accept-Encoding")
 		r.Header.Del("Sec-WebSocket-Extensions")
+		sw.in = in
 		p.rp.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), injectionKey{}, in)))
 	default:
 		p.rp.ServeHTTP(sw, r)
@@ -71,9 +72,22 @@ type statusWriter struct {
 	http.ResponseWriter
 	status int
 	bytes  int64
+	in     *injection // the request's substitutions, when it carried secrets
 }
 
 func (w *statusWriter) WriteHeader(code int) {
+	if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols {
+		// An informational answer (103 Early Hints) is relayed by the
+		// reverse proxy as it arrives, past ModifyResponse: its headers
+		// are redacted here. It is not the response's status.
+		if w.in != nil {
+			if red := newRedactor(w.in.shown); red != nil {
+				red.headers(w.Header())
+			}
+		}
+		w.ResponseWriter.WriteHeader(code)
+		return
+	}
 	if w.status == 0 {
 		w.status = code
 	}

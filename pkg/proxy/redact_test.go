@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -296,5 +297,22 @@ func TestRedactorJSONEscapes(t *testing.T) {
 		if out := string(r.replaceAll([]byte(body))); out != `{"k":"kgph_x"}` {
 			t.Errorf("%s: %s -> %s", name, body, out)
 		}
+	}
+}
+
+// An informational answer is redacted on its way out and is not taken
+// for the response's status.
+func TestStatusWriterInformational(t *testing.T) {
+	in := &injection{shown: []shownSecret{{sec: NewSecret(vault.NewSecret([]byte("SECRET-0123456789"))), as: "kgph_x"}}}
+	rec := httptest.NewRecorder()
+	sw := &statusWriter{ResponseWriter: rec, in: in}
+	sw.Header().Set("Link", "</a?k=SECRET-0123456789>; rel=preload")
+	sw.WriteHeader(http.StatusEarlyHints)
+	if got := sw.Header().Get("Link"); got != "</a?k=kgph_x>; rel=preload" {
+		t.Fatalf("103 Link header %q", got)
+	}
+	sw.WriteHeader(http.StatusOK)
+	if sw.status != http.StatusOK {
+		t.Fatalf("status %d, want the final 200", sw.status)
 	}
 }

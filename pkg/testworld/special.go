@@ -22,6 +22,8 @@ import (
 //	/_kg/download?bytes=N  N bytes of 'x', streamed
 //	/_kg/upload        {"bytes": n}: how many body bytes arrived
 //	/_kg/trailer       a body followed by the trailer X-Checksum: done
+//	/_kg/early-hints   a 103 Early Hints whose Link header carries the
+//	                   Authorization value, then a 200
 //	/_kg/encoded?enc=E the Authorization header as the body, labelled
 //	                   Content-Encoding: E (an upstream compressing unasked)
 //	/_kg/ws            a WebSocket echo (any path with an Upgrade: websocket
@@ -58,6 +60,13 @@ func serveSpecial(rw http.ResponseWriter, r *http.Request, bodyBytes int64) bool
 	case "upload":
 		rw.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(rw).Encode(map[string]int64{"bytes": bodyBytes})
+	case "early-hints":
+		// A 103 whose Link header carries the Authorization value, then
+		// the answer.
+		rw.Header().Set("Link", "</style.css?auth="+r.Header.Get("Authorization")+">; rel=preload")
+		rw.WriteHeader(http.StatusEarlyHints)
+		rw.Header().Del("Link")
+		io.WriteString(rw, "after the hints\n")
 	case "encoded":
 		// Claims an encoding it did not apply: the body is the
 		// Authorization header as sent.
