@@ -287,12 +287,21 @@ func (p *Proxy) release(c net.Conn, sb string) {
 }
 
 func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
+	// No error of the transport's is known to quote a header value, but
+	// the cause goes to the log and to the sandbox: it is redacted like a
+	// response, in case one ever does.
+	msg := err.Error()
+	if in := injectionOf(r.Context()); in != nil {
+		if red := newRedactor(in.shown); red != nil {
+			msg = string(red.replaceAll([]byte(msg)))
+		}
+	}
 	if ok, suppressed := p.errLimit.Allow(); ok {
-		p.log.Warn("upstream request failed", logHost, r.Host, logError, err, "suppressed", suppressed)
+		p.log.Warn("upstream request failed", logHost, r.Host, logError, msg, "suppressed", suppressed)
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusBadGateway)
-	fmt.Fprintf(w, "{\"error\":%q}\n", "keygate: upstream: "+err.Error())
+	fmt.Fprintf(w, "{\"error\":%q}\n", "keygate: upstream: "+msg)
 }
 
 // rewrite points the outgoing request at the pinned address; the Host

@@ -15,7 +15,9 @@ import (
 	"strings"
 	"testing"
 	"testing/iotest"
+	"time"
 
+	"github.com/keygate/keygate/pkg/lograte"
 	"github.com/keygate/keygate/pkg/vault"
 )
 
@@ -314,5 +316,22 @@ func TestStatusWriterInformational(t *testing.T) {
 	sw.WriteHeader(http.StatusOK)
 	if sw.status != http.StatusOK {
 		t.Fatalf("status %d, want the final 200", sw.status)
+	}
+}
+
+// An upstream error that quoted the secret would reach neither the
+// sandbox's 502 nor the log.
+func TestUpstreamErrorRedacted(t *testing.T) {
+	const secret = "SECRET-0123456789"
+	var logged strings.Builder
+	p := &Proxy{errLimit: lograte.New(time.Second), log: slog.New(slog.NewTextHandler(&logged, nil))}
+	in := &injection{shown: []shownSecret{{sec: NewSecret(vault.NewSecret([]byte(secret))), as: "kgph_x"}}}
+	req := httptest.NewRequest(http.MethodGet, "https://a.test/", nil)
+	req = req.WithContext(context.WithValue(req.Context(), injectionKey{}, in))
+	rec := httptest.NewRecorder()
+	p.upstreamError(rec, req, fmt.Errorf("upstream said: bad key %s", secret))
+	if rec.Code != http.StatusBadGateway || strings.Contains(rec.Body.String()+logged.String(), secret) ||
+		!strings.Contains(rec.Body.String(), "kgph_x") {
+		t.Fatalf("502 %d %q; log %q", rec.Code, rec.Body.String(), logged.String())
 	}
 }
