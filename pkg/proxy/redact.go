@@ -31,11 +31,11 @@ const redactChunk = 32 << 10
 // string escaping.
 //
 // A secret base64-encoded inside a longer value (Basic credentials
-// "user:secret" echoed back) sits at one of three alignments; at the two
-// that do not start a 3-byte group, the characters that depend on the
-// secret's bits alone are searched for (all but at most the first and
-// last two characters of its encoding), so what is left once replaced
-// cannot be decoded back to the secret.
+// "user:secret" or "secret:x" echoed back) sits at one of three
+// alignments; at each, the characters that depend on the secret's bits
+// alone are searched for too (all but at most the first and last two
+// characters of its encoding), so what is left once replaced cannot be
+// decoded back to the secret.
 type redactor struct {
 	pats   [][]byte // searched for
 	spats  []string // pats as strings, for header values
@@ -86,7 +86,7 @@ func encodings(s string) []string {
 		url.PathEscape(s),
 	}
 	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.URLEncoding} {
-		for k := 1; k <= 2; k++ {
+		for k := range 3 {
 			forms = append(forms, shiftedBase64(enc, b, k))
 		}
 	}
@@ -107,9 +107,9 @@ func encodings(s string) []string {
 }
 
 // shiftedBase64 returns the part of the base64 encoding of b, when b
-// starts k bytes (1 or 2) into a 3-byte group, that depends on b's bits
-// alone: output character i carries input bits [6i, 6i+6), and b holds
-// bits [8k, 8(k+len(b))).
+// starts k bytes (0, 1 or 2) into a 3-byte group, that depends on b's bits
+// alone, whatever comes before or after it: output character i carries
+// input bits [6i, 6i+6), and b holds bits [8k, 8(k+len(b))).
 func shiftedBase64(enc *base64.Encoding, b []byte, k int) string {
 	full := enc.EncodeToString(append(make([]byte, k), b...))
 	return full[(8*k+5)/6 : 8*(k+len(b))/6]

@@ -250,20 +250,26 @@ func TestRedactResponseRefusesEncodedBodies(t *testing.T) {
 	}
 }
 
-// A secret base64-encoded after a prefix of any length (Basic credentials
-// "user:secret" echoed back) cannot be decoded back out of the redacted
-// value, in either alphabet.
+// A secret base64-encoded after a prefix of any length and before a
+// suffix (Basic credentials "user:secret" or "secret:x" echoed back)
+// cannot be decoded back out of the redacted value, in either alphabet.
 func TestRedactorBase64AtEveryAlignment(t *testing.T) {
-	const secret = "sk-live-0123456789abcdef/+?"
+	// Of each length modulo 3.
+	for _, secret := range []string{"sk-live-0123456789abcdef/+?", "sk-live-0123456789abcdef/+?x", "sk-live-0123456789abcdef/+?xy"} {
+		testBase64Alignments(t, secret)
+	}
+}
+
+func testBase64Alignments(t *testing.T, secret string) {
 	r := redactorFor(map[string]string{secret: "kgph_x"})
 	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.URLEncoding, base64.RawStdEncoding} {
 		for prefix := range 6 {
 			for suffix := range 3 {
-				raw := strings.Repeat("u", prefix) + ":" + secret + strings.Repeat("s", suffix)
+				raw := strings.Repeat("u", prefix) + secret + strings.Repeat(":", suffix)
 				in := "Basic " + enc.EncodeToString([]byte(raw))
 				out := string(r.replaceAll([]byte(in)))
 				if out == in {
-					t.Errorf("prefix %d, suffix %d: not redacted: %s", prefix, suffix, in)
+					t.Errorf("%d-byte secret, prefix %d, suffix %d: not redacted: %s", len(secret), prefix, suffix, in)
 					continue
 				}
 				// Whatever a client decodes from what is left, the secret
