@@ -379,3 +379,38 @@ func TestSplice(t *testing.T) {
 		t.Error("no decision record for the spliced connection")
 	}
 }
+
+// TestRedactsEveryApprovedSecret: an upstream that shows what it received
+// earlier (here /_kg/replay, the previous request's Authorization) cannot
+// hand the sandbox a secret of another of its credentials approved there,
+// nor one sent on an earlier request, whether or not the current request
+// carries a placeholder.
+func TestRedactsEveryApprovedSecret(t *testing.T) {
+	w := world(t)
+	a := startAgent(t, w)
+	key, key2 := secret(t), secret(t)
+	a.mustKG("", "vault", "create", "v")
+	a.mustKG(key+"\n", "cred", "add", "v", "api", "--env", "API_KEY", "--domain", w.APIHost())
+	a.mustKG(key2+"\n", "cred", "add", "v", "api2", "--env", "API_KEY2", "--domain", w.APIHost())
+	api := "https://" + w.APIHost()
+	for _, tt := range []struct{ name, second string }{
+		{"with another credential", `-H "Authorization: Bearer $API_KEY"`},
+		{"with no credential", ``},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			out, errOut, code := a.run([]string{"--vault", "v"}, `echo "PH2=$API_KEY2"; `+
+				`curl -sS -m 10 -o /dev/null `+api+`/first -H "Authorization: Bearer $API_KEY2" && `+
+				`curl -sS -m 10 `+api+`/_kg/replay `+tt.second)
+			if code != 0 {
+				t.Fatalf("exit %d: %s %s", code, redact(out, key2), redact(errOut, key2))
+			}
+			if strings.Contains(out+errOut, key2) || strings.Contains(out+errOut, key) {
+				t.Fatalf("the sandbox saw a secret: %s", redact(redact(out, key), key2))
+			}
+			ph2, rest, _ := strings.Cut(strings.TrimPrefix(out, "PH2="), "\n")
+			if want := "previous Authorization: Bearer " + ph2 + "\n"; rest != want {
+				t.Fatalf("replayed %q, want %q", rest, want)
+			}
+		})
+	}
+}

@@ -71,6 +71,24 @@ func (c *credentials) Templates(psb proxy.Sandbox, host string) ([]proxy.Binding
 	return out, nil
 }
 
+// Approved returns the sandbox's live credentials approved for host now.
+// A credential that can no longer be read (archived, removed) is left
+// out: its secret is gone from the store and cannot be sent any more.
+func (c *credentials) Approved(psb proxy.Sandbox, host string) []proxy.Binding {
+	sb := psb.(*sandbox)
+	var out []proxy.Binding
+	for id, b := range sb.bindings {
+		meta, _, err := c.cache.get(b.Vault, b.Cred)
+		if err != nil || !domain.MatchAny(meta.Domains, host) {
+			continue
+		}
+		pb := bindingOf(meta)
+		pb.Placeholder = meta.Prefix + id
+		out = append(out, pb)
+	}
+	return out
+}
+
 func bindingOf(c vault.Credential) proxy.Binding {
 	return proxy.Binding{
 		Vault: c.Vault, Credential: c.Name, Domains: c.Domains,

@@ -31,6 +31,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if d == nil {
 		d = in.apply(r)
 	}
+	if d == nil {
+		in.alsoRedact()
+	}
 	switch {
 	case d != nil:
 		writeDenial(sw, d)

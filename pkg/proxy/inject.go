@@ -26,8 +26,9 @@ type injection struct {
 // fetchedSecret is a secret fetched for one request, under the key it was
 // asked for by: a placeholder ID, or a template's placeholderOf.
 type fetchedSecret struct {
-	key string
-	sec *Secret
+	key  string
+	sec  *Secret
+	bind Binding
 }
 
 type injectionKey struct{}
@@ -92,6 +93,44 @@ func (in *injection) templates(r *http.Request) *denial {
 		r.Header.Set(strings.TrimSpace(name), strings.Replace(value, "{}", secret, 1))
 	}
 	return nil
+}
+
+// alsoRedact adds to the secrets a response is searched for those of the
+// sandbox's other credentials approved for this host, which the request
+// did not use: the upstream may have them from earlier requests (a debug
+// endpoint that lists them, an error quoting the last key it saw).
+func (in *injection) alsoRedact() {
+	for _, b := range in.creds.Approved(in.sb, in.host) {
+		key := "approved:" + b.Vault + "/" + b.Credential
+		if in.has(b) {
+			continue
+		}
+		sec, err := in.creds.Secret(b)
+		if err != nil {
+			continue // gone since: nothing left to send, nor to find
+		}
+		in.fetched = append(in.fetched, fetchedSecret{key: key, sec: sec, bind: b})
+		in.shown = append(in.shown, shownSecret{sec: sec, as: shownAs(b)})
+	}
+}
+
+// has reports whether the request already fetched b's secret.
+func (in *injection) has(b Binding) bool {
+	for _, f := range in.fetched {
+		if f.bind.Vault == b.Vault && f.bind.Credential == b.Credential {
+			return true
+		}
+	}
+	return false
+}
+
+// shownAs is what a secret becomes in a response: the placeholder the
+// sandbox knows the credential by.
+func shownAs(b Binding) string {
+	if b.Placeholder == "" {
+		return "[secret redacted by keygate]"
+	}
+	return b.Placeholder
 }
 
 // placeholderOf is the key a template binding's secret is remembered
@@ -193,12 +232,8 @@ func (in *injection) secretFor(key string, b Binding) (string, *denial) {
 	if err != nil {
 		return "", credentialDenial(err)
 	}
-	in.fetched = append(in.fetched, fetchedSecret{key: key, sec: sec})
-	shown := b.Placeholder
-	if shown == "" {
-		shown = "[secret redacted by keygate]"
-	}
-	in.shown = append(in.shown, shownSecret{sec: sec, as: shown})
+	in.fetched = append(in.fetched, fetchedSecret{key: key, sec: sec, bind: b})
+	in.shown = append(in.shown, shownSecret{sec: sec, as: shownAs(b)})
 	name := b.Vault + "/" + b.Credential
 	if !slices.Contains(in.used, name) {
 		in.used = append(in.used, name)

@@ -76,6 +76,16 @@ func (f *fakeCreds) Secret(b Binding) (*Secret, error) {
 	return NewSecret(vault.NewSecret([]byte(f.secrets[b.Credential]))), nil
 }
 
+func (f *fakeCreds) Approved(sb Sandbox, host string) []Binding {
+	var out []Binding
+	for _, b := range f.bindings {
+		if domain.MatchAny(b.Domains, host) {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
 func (f *fakeCreds) Templates(sb Sandbox, host string) ([]Binding, error) {
 	var out []Binding
 	for _, b := range f.templates {
@@ -302,5 +312,33 @@ func assertNoSecret(t *testing.T, s string) {
 		if strings.Contains(s, sec) {
 			t.Errorf("message contains a secret: %q", s)
 		}
+	}
+}
+
+// A response from a host is searched for every secret of the sandbox
+// approved there, also those the request did not send.
+func TestAlsoRedactApprovedSecrets(t *testing.T) {
+	creds := newFakeCreds()
+	in := &injection{sb: fakeSandbox{"sb1"}, host: "api.openai.com", creds: creds}
+	req, _ := http.NewRequest(http.MethodGet, "https://api.openai.com/v1/models", nil)
+	if d := in.apply(req); d != nil {
+		t.Fatal(d.msg)
+	}
+	in.alsoRedact()
+	if len(in.used) != 0 {
+		t.Fatalf("used %v: nothing was injected", in.used)
+	}
+	red := newRedactor(in.shown)
+	if red == nil {
+		t.Fatal("no redactor for the host's approved credentials")
+	}
+	if out := string(red.replaceAll([]byte("last key seen: " + secretOpenAI))); strings.Contains(out, secretOpenAI) {
+		t.Fatalf("approved secret not redacted: %s", out)
+	}
+	// Not approved here: not fetched.
+	in = &injection{sb: fakeSandbox{"sb1"}, host: "elsewhere.test", creds: creds}
+	in.alsoRedact()
+	if len(in.shown) != 0 {
+		t.Fatalf("secrets fetched for a host none is approved for: %d", len(in.shown))
 	}
 }

@@ -71,6 +71,10 @@ type Credentials interface {
 	// are approved for host; an error (wrapping vault.ErrArchived or
 	// vault.ErrNotFound) if such a credential can no longer be used.
 	Templates(sb Sandbox, host string) ([]Binding, error)
+	// Approved returns every live credential of sb approved for host,
+	// whether or not a request uses it: the upstream may know their
+	// secrets, so its answers are searched for all of them.
+	Approved(sb Sandbox, host string) []Binding
 }
 
 // OrigDst is where a captured connection was going.

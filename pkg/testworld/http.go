@@ -47,6 +47,15 @@ func (h *recordingHandler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	// Drain the rest so trailers, which follow the body, are filled in.
 	rest, _ := io.Copy(io.Discard, r.Body)
 	server := h.record(r, body)
+	if r.URL.Path == specialPrefix+"replay" {
+		// The Authorization header of the request before this one, as a
+		// debug endpoint that lists recent requests would show it.
+		reqs := h.rec.requestsFor(server)
+		if len(reqs) >= 2 {
+			io.WriteString(rw, "previous Authorization: "+reqs[len(reqs)-2].Header.Get("Authorization")+"\n")
+		}
+		return
+	}
 	if serveSpecial(rw, r, int64(len(body))+rest) {
 		return
 	}

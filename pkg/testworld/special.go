@@ -22,6 +22,8 @@ import (
 //	/_kg/download?bytes=N  N bytes of 'x', streamed
 //	/_kg/upload        {"bytes": n}: how many body bytes arrived
 //	/_kg/trailer       a body followed by the trailer X-Checksum: done
+//	/_kg/replay        the Authorization header of the request the server
+//	                   received before this one
 //	/_kg/early-hints   a 103 Early Hints whose Link header carries the
 //	                   Authorization value, then a 200
 //	/_kg/encoded?enc=E the Authorization header as the body, labelled
