@@ -32,7 +32,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		d = in.apply(r)
 	}
 	if d == nil {
-		in.alsoRedact()
+		in.prepareRedaction()
 	}
 	switch {
 	case d != nil:
@@ -83,10 +83,8 @@ func (w *statusWriter) WriteHeader(code int) {
 		// An informational answer (103 Early Hints) is relayed by the
 		// reverse proxy as it arrives, past ModifyResponse: its headers
 		// are redacted here. It is not the response's status.
-		if w.in != nil {
-			if red := newRedactor(w.in.shown); red != nil {
-				red.headers(w.Header())
-			}
+		if w.in != nil && w.in.red != nil {
+			w.in.red.headers(w.Header())
 		}
 		w.ResponseWriter.WriteHeader(code)
 		return
@@ -123,13 +121,10 @@ func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 // frames with their payloads redacted (redactUpgrade).
 func redactResponse(resp *http.Response) error {
 	in := injectionOf(resp.Request.Context())
-	if in == nil {
+	if in == nil || in.red == nil {
 		return nil
 	}
-	red := newRedactor(in.shown)
-	if red == nil {
-		return nil
-	}
+	red := in.red
 	red.headers(resp.Header)
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		return redactUpgrade(resp, red)

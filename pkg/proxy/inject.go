@@ -15,20 +15,12 @@ import (
 // injection substitutes one request's placeholders. It resolves each
 // distinct placeholder once and remembers which credentials it used.
 type injection struct {
-	sb      Sandbox
-	host    string
-	creds   Credentials
-	fetched []fetchedSecret // the secrets this request uses, each fetched once
-	used    []string        // "vault/credential" names injected, for the decision record
-	shown   []shownSecret   // the secrets sent and the placeholders they are shown as
-}
-
-// fetchedSecret is a secret fetched for one request, under the key it was
-// asked for by: a placeholder ID, or a template's placeholderOf.
-type fetchedSecret struct {
-	key  string
-	sec  *Secret
-	bind Binding
+	sb    Sandbox
+	host  string
+	creds Credentials
+	used  []string      // "vault/credential" names injected, for the decision record
+	shown []shownSecret // each credential's secret fetched for this request, once
+	red   *redactor     // built from shown once the request is ready to go; nil if nothing to redact
 }
 
 type injectionKey struct{}
@@ -85,7 +77,7 @@ func (in *injection) templates(r *http.Request) *denial {
 		if !ok {
 			continue // validated when the credential was added
 		}
-		secret, d := in.secretFor(placeholderOf(b), b)
+		secret, d := in.secretFor(b)
 		if d != nil {
 			return d
 		}
@@ -95,33 +87,33 @@ func (in *injection) templates(r *http.Request) *denial {
 	return nil
 }
 
-// alsoRedact adds to the secrets a response is searched for those of the
-// sandbox's other credentials approved for this host, which the request
-// did not use: the upstream may have them from earlier requests (a debug
-// endpoint that lists them, an error quoting the last key it saw).
-func (in *injection) alsoRedact() {
+// prepareRedaction builds the redactor the response is searched with: the
+// secrets the request uses, and those of the sandbox's other credentials
+// approved for this host, which it did not use: the upstream may have
+// them from earlier requests (a debug endpoint that lists them, an error
+// quoting the last key it saw).
+func (in *injection) prepareRedaction() {
 	for _, b := range in.creds.Approved(in.sb, in.host) {
-		key := "approved:" + b.Vault + "/" + b.Credential
-		if in.has(b) {
+		if in.fetched(b) != nil {
 			continue
 		}
 		sec, err := in.creds.Secret(b)
 		if err != nil {
 			continue // gone since: nothing left to send, nor to find
 		}
-		in.fetched = append(in.fetched, fetchedSecret{key: key, sec: sec, bind: b})
-		in.shown = append(in.shown, shownSecret{sec: sec, as: shownAs(b)})
+		in.shown = append(in.shown, shownSecret{sec: sec, as: shownAs(b), vault: b.Vault, cred: b.Credential})
 	}
+	in.red = newRedactor(in.shown)
 }
 
-// has reports whether the request already fetched b's secret.
-func (in *injection) has(b Binding) bool {
-	for _, f := range in.fetched {
-		if f.bind.Vault == b.Vault && f.bind.Credential == b.Credential {
-			return true
+// fetched returns b's secret if the request already fetched it, or nil.
+func (in *injection) fetched(b Binding) *Secret {
+	for _, s := range in.shown {
+		if s.vault == b.Vault && s.cred == b.Credential {
+			return s.sec
 		}
 	}
-	return false
+	return nil
 }
 
 // shownAs is what a secret becomes in a response: the placeholder the
@@ -132,10 +124,6 @@ func shownAs(b Binding) string {
 	}
 	return b.Placeholder
 }
-
-// placeholderOf is the key a template binding's secret is remembered
-// under: the binding itself has no placeholder in the request.
-func placeholderOf(b Binding) string { return "template:" + b.Vault + "/" + b.Credential }
 
 // value substitutes the placeholders in one header value. Basic
 // credentials are decoded, substituted and re-encoded.
@@ -187,7 +175,7 @@ func (in *injection) replace(s string, loc location) (string, *denial) {
 			d.vault, d.cred = bind.Vault, bind.Credential
 			return "", d
 		}
-		secret, d := in.secretFor(tok.ID, bind)
+		secret, d := in.secretFor(bind)
 		if d != nil {
 			return "", d
 		}
@@ -222,18 +210,15 @@ func (in *injection) lookup(id string) (Binding, *denial) {
 }
 
 // secretFor returns b's current secret, fetched once per request.
-func (in *injection) secretFor(key string, b Binding) (string, *denial) {
-	for _, f := range in.fetched {
-		if f.key == key {
-			return f.sec.value, nil
-		}
+func (in *injection) secretFor(b Binding) (string, *denial) {
+	if sec := in.fetched(b); sec != nil {
+		return sec.value, nil
 	}
 	sec, err := in.creds.Secret(b)
 	if err != nil {
 		return "", credentialDenial(err)
 	}
-	in.fetched = append(in.fetched, fetchedSecret{key: key, sec: sec, bind: b})
-	in.shown = append(in.shown, shownSecret{sec: sec, as: shownAs(b)})
+	in.shown = append(in.shown, shownSecret{sec: sec, as: shownAs(b), vault: b.Vault, cred: b.Credential})
 	name := b.Vault + "/" + b.Credential
 	if !slices.Contains(in.used, name) {
 		in.used = append(in.used, name)

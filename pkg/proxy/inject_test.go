@@ -317,18 +317,18 @@ func assertNoSecret(t *testing.T, s string) {
 
 // A response from a host is searched for every secret of the sandbox
 // approved there, also those the request did not send.
-func TestAlsoRedactApprovedSecrets(t *testing.T) {
+func TestPrepareRedactionApprovedSecrets(t *testing.T) {
 	creds := newFakeCreds()
 	in := &injection{sb: fakeSandbox{"sb1"}, host: "api.openai.com", creds: creds}
 	req, _ := http.NewRequest(http.MethodGet, "https://api.openai.com/v1/models", nil)
 	if d := in.apply(req); d != nil {
 		t.Fatal(d.msg)
 	}
-	in.alsoRedact()
+	in.prepareRedaction()
 	if len(in.used) != 0 {
 		t.Fatalf("used %v: nothing was injected", in.used)
 	}
-	red := newRedactor(in.shown)
+	red := in.red
 	if red == nil {
 		t.Fatal("no redactor for the host's approved credentials")
 	}
@@ -337,7 +337,7 @@ func TestAlsoRedactApprovedSecrets(t *testing.T) {
 	}
 	// Not approved here: not fetched.
 	in = &injection{sb: fakeSandbox{"sb1"}, host: "elsewhere.test", creds: creds}
-	in.alsoRedact()
+	in.prepareRedaction()
 	if len(in.shown) != 0 {
 		t.Fatalf("secrets fetched for a host none is approved for: %d", len(in.shown))
 	}

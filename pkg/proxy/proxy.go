@@ -295,10 +295,8 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error)
 	// the cause goes to the log and to the sandbox: it is redacted like a
 	// response, in case one ever does.
 	msg := err.Error()
-	if in := injectionOf(r.Context()); in != nil {
-		if red := newRedactor(in.shown); red != nil {
-			msg = string(red.replaceAll([]byte(msg)))
-		}
+	if in := injectionOf(r.Context()); in != nil && in.red != nil {
+		msg = string(in.red.replaceAll([]byte(msg)))
 	}
 	if ok, suppressed := p.errLimit.Allow(); ok {
 		p.log.Warn("upstream request failed", logHost, r.Host, logError, msg, "suppressed", suppressed)

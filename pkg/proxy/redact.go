@@ -43,11 +43,13 @@ type redactor struct {
 	maxLen int      // longest pattern
 }
 
-// shownSecret is a secret sent upstream and the placeholder the sandbox
-// knows it by, which replaces it in the response.
+// shownSecret is a credential's secret, which the upstream may know, and
+// the placeholder the sandbox knows it by, which replaces it in the
+// response.
 type shownSecret struct {
-	sec *Secret
-	as  string
+	sec         *Secret
+	as          string
+	vault, cred string // the credential
 }
 
 // newRedactor builds a redactor for the secrets a request carried; it

@@ -31,6 +31,14 @@ func redactorFor(m map[string]string) *redactor {
 	return newRedactor(shown)
 }
 
+// injectionShowing is a request's injection that sent secret, known to
+// the sandbox as ph, ready for its response.
+func injectionShowing(secret, ph string) *injection {
+	in := &injection{shown: []shownSecret{{sec: NewSecret(vault.NewSecret([]byte(secret))), as: ph}}}
+	in.red = newRedactor(in.shown)
+	return in
+}
+
 func TestRedactorForms(t *testing.T) {
 	const secret = "sk-live/SECRET+value=="
 	const ph = "kgph_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
@@ -160,7 +168,7 @@ func TestRedactorDoesNotDelayStreams(t *testing.T) {
 // A small body of known length is redacted whole and keeps a correct
 // Content-Length; an unbounded one is streamed without one.
 func TestRedactResponseLengths(t *testing.T) {
-	in := &injection{shown: []shownSecret{{sec: NewSecret(vault.NewSecret([]byte("SECRET-0123456789"))), as: "kgph_x"}}}
+	in := injectionShowing("SECRET-0123456789", "kgph_x")
 	req, _ := http.NewRequest(http.MethodGet, "https://a.test/", nil)
 	req = req.WithContext(context.WithValue(req.Context(), injectionKey{}, in))
 	for _, tt := range []struct {
@@ -207,7 +215,7 @@ func TestRedactResponseLengths(t *testing.T) {
 // A response without a body keeps its Content-Length: for HEAD it is the
 // length a GET would get.
 func TestRedactResponseWithoutBody(t *testing.T) {
-	in := &injection{shown: []shownSecret{{sec: NewSecret(vault.NewSecret([]byte("SECRET-0123456789"))), as: "kgph_x"}}}
+	in := injectionShowing("SECRET-0123456789", "kgph_x")
 	for _, tt := range []struct {
 		method string
 		status int
@@ -237,7 +245,7 @@ func (f eofFunc) Read([]byte) (int, error) {
 
 // A body the transport did not decode cannot be searched: refused.
 func TestRedactResponseRefusesEncodedBodies(t *testing.T) {
-	in := &injection{shown: []shownSecret{{sec: NewSecret(vault.NewSecret([]byte("SECRET-0123456789"))), as: "kgph_x"}}}
+	in := injectionShowing("SECRET-0123456789", "kgph_x")
 	req, _ := http.NewRequest(http.MethodGet, "https://a.test/", nil)
 	req = req.WithContext(context.WithValue(req.Context(), injectionKey{}, in))
 	for enc, refused := range map[string]bool{"br": true, "zstd": true, "deflate": true, "identity": false} {
@@ -311,7 +319,7 @@ func TestRedactorJSONEscapes(t *testing.T) {
 // An informational answer is redacted on its way out and is not taken
 // for the response's status.
 func TestStatusWriterInformational(t *testing.T) {
-	in := &injection{shown: []shownSecret{{sec: NewSecret(vault.NewSecret([]byte("SECRET-0123456789"))), as: "kgph_x"}}}
+	in := injectionShowing("SECRET-0123456789", "kgph_x")
 	rec := httptest.NewRecorder()
 	sw := &statusWriter{ResponseWriter: rec, in: in}
 	sw.Header().Set("Link", "</a?k=SECRET-0123456789>; rel=preload")
@@ -331,7 +339,7 @@ func TestUpstreamErrorRedacted(t *testing.T) {
 	const secret = "SECRET-0123456789"
 	var logged strings.Builder
 	p := &Proxy{errLimit: lograte.New(time.Second), log: slog.New(slog.NewTextHandler(&logged, nil))}
-	in := &injection{shown: []shownSecret{{sec: NewSecret(vault.NewSecret([]byte(secret))), as: "kgph_x"}}}
+	in := injectionShowing(secret, "kgph_x")
 	req := httptest.NewRequest(http.MethodGet, "https://a.test/", nil)
 	req = req.WithContext(context.WithValue(req.Context(), injectionKey{}, in))
 	rec := httptest.NewRecorder()
