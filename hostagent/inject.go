@@ -29,9 +29,19 @@ func (c *credentials) Lookup(psb proxy.Sandbox, id string) (proxy.Binding, error
 		}
 		return proxy.Binding{}, proxy.ErrUnknownPlaceholder
 	}
-	meta, _, err := c.cache.get(b.Vault, b.Cred)
+	pb, err := c.binding(id, b)
 	if err != nil {
 		return proxy.Binding{}, &proxy.CredentialError{Vault: b.Vault, Credential: b.Cred, Err: err}
+	}
+	return pb, nil
+}
+
+// binding returns the credential behind placeholder id as it is now, with
+// the placeholder the sandbox was given for it.
+func (c *credentials) binding(id string, b binding) (proxy.Binding, error) {
+	meta, _, err := c.cache.get(b.Vault, b.Cred)
+	if err != nil {
+		return proxy.Binding{}, err
 	}
 	pb := bindingOf(meta)
 	pb.Placeholder = meta.Prefix + id
@@ -78,13 +88,9 @@ func (c *credentials) Approved(psb proxy.Sandbox, host string) []proxy.Binding {
 	sb := psb.(*sandbox)
 	var out []proxy.Binding
 	for id, b := range sb.bindings {
-		meta, _, err := c.cache.get(b.Vault, b.Cred)
-		if err != nil || !domain.MatchAny(meta.Domains, host) {
-			continue
+		if pb, err := c.binding(id, b); err == nil && domain.MatchAny(pb.Domains, host) {
+			out = append(out, pb)
 		}
-		pb := bindingOf(meta)
-		pb.Placeholder = meta.Prefix + id
-		out = append(out, pb)
 	}
 	return out
 }
