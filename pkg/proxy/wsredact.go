@@ -68,7 +68,9 @@ type wsRedactor struct {
 	left    uint64 // payload bytes of the current input frame not yet read
 	inFrame bool   // a data frame's payload is being read
 	chunk   []byte
+	payload []byte // a redacted chunk, reused for every chunk
 	out     []byte // frames ready for the client
+	spare   []byte // out's whole buffer, reused once out is drained
 	err     error
 }
 
@@ -80,8 +82,10 @@ func (w *wsRedactor) Read(p []byte) (int, error) {
 		if w.err != nil {
 			return 0, w.err
 		}
-		w.out = w.out[:0]
-		if err := w.step(); err != nil {
+		w.out = w.spare[:0]
+		err := w.step()
+		w.spare = w.out
+		if err != nil {
 			// Frames already redacted are still delivered; a broken
 			// frame is not, nor anything after it.
 			w.err = err
@@ -188,7 +192,8 @@ func (w *wsRedactor) dataChunk() error {
 		w.inFrame = false
 	}
 	last := end && w.fin
-	payload := w.msg.push(nil, b, last)
+	w.payload = w.msg.push(w.payload[:0], b, last)
+	payload := w.payload
 	if len(payload) == 0 && !last {
 		return nil // everything waits for the next fragment
 	}
