@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -194,7 +196,7 @@ func (l *Etcd) Query(f Filter) ([]Record, error) {
 		return nil, err
 	}
 	var out []Record
-	for _, host := range sortedHosts(chains, nil) {
+	for _, host := range slices.Sorted(maps.Keys(chains)) {
 		for i, line := range chains[host] {
 			var rec Record
 			if err := json.Unmarshal(line, &rec); err != nil {

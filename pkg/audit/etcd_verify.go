@@ -3,6 +3,8 @@ package audit
 import (
 	"fmt"
 	"slices"
+
+	"github.com/keygate/keygate/internal/mapkeys"
 )
 
 // Verify checks every host's chain against the audit key and its head and
@@ -21,7 +23,7 @@ func (l *Etcd) Verify() (Report, error) {
 	}
 
 	var rep Report
-	for _, host := range sortedHosts(chains, heads) {
+	for _, host := range mapkeys.SortedUnion(chains, heads) {
 		var h *head
 		if raw, ok := heads[host]; ok {
 			hd, fail := parseHead(raw, c)
@@ -71,21 +73,6 @@ func failed(rep Report, host string, fail *Failure) (Report, error) {
 	fail.Chain = host
 	rep.Failure = fail
 	return rep, fmt.Errorf("verify audit chain %s: line %d: %w: %w", host, fail.Line, fail, ErrTampered)
-}
-
-// sortedHosts returns the hosts that have records or a head, sorted.
-func sortedHosts(chains map[string][][]byte, heads map[string][]byte) []string {
-	var hosts []string
-	for h := range chains {
-		hosts = append(hosts, h)
-	}
-	for h := range heads {
-		if _, ok := chains[h]; !ok {
-			hosts = append(hosts, h)
-		}
-	}
-	slices.Sort(hosts)
-	return hosts
 }
 
 // sortByTime orders records by time; records with equal times keep the

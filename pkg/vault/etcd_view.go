@@ -10,6 +10,8 @@ import (
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/keygate/keygate/internal/mapkeys"
 )
 
 // Key layout under the prefix P. Vault and credential names cannot hold
@@ -206,7 +208,7 @@ func (v *etcdView) diff(old *etcdView) []Change {
 	add := func(kind ChangeKind, vault, name string) {
 		out = append(out, Change{Kind: kind, Vault: vault, Credential: name, Revision: v.rev})
 	}
-	for _, vault := range sortedKeys(v.vaults, old.vaults) {
+	for _, vault := range mapkeys.SortedUnion(v.vaults, old.vaults) {
 		was, existed := old.vaults[vault]
 		now, exists := v.vaults[vault]
 		switch {
@@ -216,7 +218,7 @@ func (v *etcdView) diff(old *etcdView) []Change {
 		case !existed:
 			add(ChangeCreate, vault, "")
 		}
-		for _, name := range sortedKeys(v.creds[vault], old.creds[vault]) {
+		for _, name := range mapkeys.SortedUnion(v.creds[vault], old.creds[vault]) {
 			c, had := old.creds[vault][name]
 			n, has := v.creds[vault][name]
 			switch {
@@ -233,21 +235,6 @@ func (v *etcdView) diff(old *etcdView) []Change {
 		}
 	}
 	return out
-}
-
-// sortedKeys returns the keys of a and b together, sorted, once each.
-func sortedKeys[V any](a, b map[string]V) []string {
-	keys := make([]string, 0, len(a)+len(b))
-	for k := range a {
-		keys = append(keys, k)
-	}
-	for k := range b {
-		if _, ok := a[k]; !ok {
-			keys = append(keys, k)
-		}
-	}
-	slices.Sort(keys)
-	return keys
 }
 
 func setIn[V any](m map[string]map[string]V, outer, inner string, val V) {
