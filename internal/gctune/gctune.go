@@ -28,7 +28,7 @@ type Tuner struct {
 	floor   uint64
 	base    int // GOGC when the live heap is above the floor
 	stopped atomic.Bool
-	percent atomic.Int64 // the GOGC last set, for tests and metrics
+	percent atomic.Int64 // the GOGC last set (Percent)
 	sample  []metrics.Sample
 }
 
