@@ -37,6 +37,9 @@ type env struct {
 
 	world *benchWorld
 	agent *agent
+	// background is how many CPUs the machine kept busy while no load ran,
+	// measured once the rows are up; steps take it off their machine CPU.
+	background float64
 }
 
 // newEnv creates the work directory, copies this binary into it and

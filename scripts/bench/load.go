@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"regexp"
 	"slices"
 	"strconv"
@@ -61,8 +62,33 @@ type stepResult struct {
 	rps      float64 // completed 2xx requests per second
 	p50, p99 time.Duration
 	cpu      float64 // proxy CPU seconds over the step; -1 without a proxy
-	err      string  // why the step produced no figures
-	lastErr  string  // the last client error, when some requests failed
+	// rest is the machine's CPU seconds over the step not spent in the
+	// proxy: the client, the upstream and the kernel work charged to
+	// neither. upstream is this process's share of it: the upstream server
+	// and the test world's DNS. Both are -1 when not measured.
+	rest, upstream float64
+	err            string // why the step produced no figures
+	lastErr        string // the last client error, when some requests failed
+}
+
+// restPerOK returns rest CPU seconds per 2xx answer, or 0 when not measured.
+func (r stepResult) restPerOK() float64 {
+	if r.rest <= 0 || r.ok == 0 {
+		return 0
+	}
+	return r.rest / float64(r.ok)
+}
+
+// bound returns the req/s the step could reach at most on cores CPUs if the
+// proxy cost nothing: every core busy with the rest of the work alone. It
+// is an upper bound for any proxy in this row's place, or 0 when not
+// measured.
+func (r stepResult) bound(cores int) float64 {
+	per := r.restPerOK()
+	if per == 0 || cores == 0 {
+		return 0
+	}
+	return float64(cores) / per
 }
 
 // perCPU returns requests per proxy CPU-second, or 0 when not measured.
@@ -107,10 +133,11 @@ func (e *env) clientArgv(r *row, spec loadSpec, d time.Duration) []string {
 	return argv
 }
 
-// runStep runs one load step for row r and measures the proxy's CPU over
-// it; overhead is the proxy CPU a sandbox's start and end cost, taken off.
-func (e *env) runStep(ctx context.Context, r *row, spec loadSpec, d time.Duration, overhead float64) stepResult {
-	res := stepResult{spec: spec, cpu: -1}
+// runStep runs one load step for row r and measures the proxy's and the
+// machine's CPU over it; start is what starting and ending the client's
+// sandbox costs, taken off.
+func (e *env) runStep(ctx context.Context, r *row, spec loadSpec, d time.Duration, start startCost) stepResult {
+	res := stepResult{spec: spec, cpu: -1, rest: -1, upstream: -1}
 	// A client stuck on connections that never complete is ended, so that
 	// one broken row cannot stall the run.
 	stepCtx, cancel := context.WithTimeout(ctx, d+stepGrace)
@@ -122,9 +149,16 @@ func (e *env) runStep(ctx context.Context, r *row, spec loadSpec, d time.Duratio
 	logf("%s: %s: %s", r.name, spec, strings.Join(cmd.Args, " "))
 
 	cpu0 := e.proxyCPU(r)
+	m0 := e.sampleMachine()
 	err := cmd.Run()
+	m1 := e.sampleMachine()
 	if cpu1 := e.proxyCPU(r); cpu0 >= 0 && cpu1 >= 0 {
-		res.cpu = max(cpu1-cpu0-overhead, 0)
+		res.cpu = max(cpu1-cpu0-start.proxy, 0)
+	}
+	if m0.ok && m1.ok {
+		busy := m1.busy - m0.busy - e.background*m1.at.Sub(m0.at).Seconds() - start.machine
+		res.rest = max(busy-max(res.cpu, 0), 0)
+		res.upstream = max(m1.own-m0.own, 0)
 	}
 	if stepCtx.Err() != nil && ctx.Err() == nil {
 		res.err = fmt.Sprintf("client still running %v after the step's end: ended", stepGrace)
@@ -143,6 +177,36 @@ func (e *env) runStep(ctx context.Context, r *row, spec loadSpec, d time.Duratio
 		res.err = err.Error()
 	}
 	return res
+}
+
+// machineSample is the machine's busy CPU time and this process's at one
+// moment.
+type machineSample struct {
+	at        time.Time
+	busy, own float64
+	ok        bool
+}
+
+func (e *env) sampleMachine() machineSample {
+	busy, err1 := machineBusy()
+	own, err2 := cpuSeconds(os.Getpid())
+	return machineSample{at: time.Now(), busy: busy, own: own, ok: err1 == nil && err2 == nil}
+}
+
+// measureBackground sets e.background to the CPUs the machine keeps busy
+// over d while no load runs (every row idle, other work on the host), so
+// that steps can take it off their machine CPU.
+func (e *env) measureBackground(ctx context.Context, d time.Duration) {
+	m0 := e.sampleMachine()
+	select {
+	case <-ctx.Done():
+		return
+	case <-time.After(d):
+	}
+	m1 := e.sampleMachine()
+	if m0.ok && m1.ok {
+		e.background = max((m1.busy-m0.busy)/m1.at.Sub(m0.at).Seconds(), 0)
+	}
 }
 
 // proxyCPU returns row r's proxy CPU seconds so far, or -1 without one.

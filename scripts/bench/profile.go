@@ -58,7 +58,7 @@ func (e *env) profileAgent(ctx context.Context, r *row) *profileResult {
 	got := make(chan error, 1)
 	go func() { got <- e.fetchProfile(ctx, secs, pr.file) }()
 	// The load runs a little longer than the profile, so it covers it.
-	e.runStep(ctx, r, profileSpec, time.Duration(secs)*time.Second+time.Second, 0)
+	e.runStep(ctx, r, profileSpec, time.Duration(secs)*time.Second+time.Second, startCost{})
 	if err := <-got; err != nil {
 		pr.err = err.Error()
 		return pr

@@ -16,6 +16,7 @@ type results struct {
 	specs             []loadSpec
 	rows              []*rowResult
 	scale             *scaleResults // nil with --skip-scale
+	background        float64       // CPUs busy with no load; see env.background
 }
 
 // row returns the result of the row with key, or nil.
@@ -165,6 +166,12 @@ func methodSection(p printer, r *results) {
 	p("  (keygated for keygate rows, with the CPU of starting and ending the client's sandbox, measured\n")
 	p("  separately, taken off). **req/CPU-s** is 2xx answers per proxy CPU-second. **×direct** is req/s over\n")
 	p("  the direct row's at the same step.\n")
+	p("- **rest µs/req** is the machine's busy CPU over the step (`/proc/stat`: user, nice, system, irq,\n")
+	p("  softirq; the idle machine's background and a sandbox's start and end taken off) less the proxy's,\n")
+	p("  per 2xx answer: the client, the upstream and kernel work charged to neither. **bound ×direct** is\n")
+	p("  what the row could reach if its proxy cost nothing, every core busy with that rest alone, over\n")
+	p("  the direct row's req/s: an upper bound for any proxy in that place on this machine (for the\n")
+	p("  direct row it shows how close to all cores the load came).\n")
 	p("- All rows run at once (idle when not loaded); each row first gets an unrecorded 0.5 s warm-up per\n")
 	p("  protocol. Then each step runs for every row back to back, so that other load on the machine\n")
 	p("  during the run falls on all rows of a step alike.\n\n")
@@ -179,11 +186,11 @@ func (r *results) loadSection(p printer) {
 			title := map[string]string{"h1": "HTTP/1.1", "h2": "HTTP/2"}[proto]
 			mode := loadSpec{newConn: newConn}.mode()
 			p("### %s, %s\n\n", title, mode)
-			p("| row | conns | req/s | ×direct | p50 | p99 | proxy CPU s | req/CPU-s | failed (4xx) |\n")
-			p("|---|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+			p("| row | conns | req/s | ×direct | p50 | p99 | proxy CPU s | req/CPU-s | rest µs/req | bound ×direct | failed (4xx) |\n")
+			p("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 			for _, rr := range r.rows {
 				if rr.unsupported != "" {
-					p("| %s | | %s | | | | | | |\n", rr.name, rr.unsupported)
+					p("| %s | | %s | | | | | | | | |\n", rr.name, rr.unsupported)
 					continue
 				}
 				for _, spec := range r.specs {
@@ -191,7 +198,7 @@ func (r *results) loadSection(p printer) {
 						continue
 					}
 					s, _ := rr.step(spec)
-					p("| %s | %d | %s |\n", rr.name, spec.conns, s.cells(direct))
+					p("| %s | %d | %s |\n", rr.name, spec.conns, s.cells(direct, r.machine.cpus))
 				}
 			}
 			p("\n")
@@ -202,10 +209,15 @@ func (r *results) loadSection(p printer) {
 
 // loadNotes explains the cells that are not plain figures.
 func (r *results) loadNotes(p printer) {
+	if r.background > 0 {
+		p("- With no load running the machine kept %.2f CPUs busy (other work on the host); that much is\n"+
+			"  taken off every step's machine CPU before the rest is counted.\n", r.background)
+	}
 	for _, rr := range r.rows {
-		if rr.overhead > 0 {
-			p("- %s: starting and ending the client's sandbox cost keygated %.3f CPU-seconds, taken off\n"+
-				"  every step's proxy CPU.\n", rr.name, rr.overhead)
+		if rr.overhead.proxy > 0 {
+			p("- %s: starting and ending the client's sandbox cost keygated %.3f and the machine %.3f\n"+
+				"  CPU-seconds, taken off every step's proxy and machine CPU.\n", rr.name, rr.overhead.proxy,
+				rr.overhead.machine)
 		}
 		if rr.noHTTP2() {
 			p("- %s negotiated no HTTP/2 with its clients (ALPN gave no `h2`, so h2load fell back to\n"+
@@ -216,18 +228,25 @@ func (r *results) loadNotes(p printer) {
 	p("\n")
 }
 
-// cells renders s's table cells after the row name and connection count.
-func (s stepResult) cells(direct *rowResult) string {
+// cells renders s's table cells after the row name and connection count;
+// cores is the machine's CPU count, for the bound.
+func (s stepResult) cells(direct *rowResult, cores int) string {
 	if s.err == errNoH2.Error() {
-		return "n/a: no HTTP/2 | | | | | |"
+		return "n/a: no HTTP/2 | | | | | | | |"
 	}
 	if s.err != "" {
-		return "error: " + strings.ReplaceAll(firstLine(s.err), "|", "/") + " | | | | | |"
+		return "error: " + strings.ReplaceAll(firstLine(s.err), "|", "/") + " | | | | | | | |"
 	}
-	ratio := ""
+	ratio, rest, bound := "", "—", "—"
+	if per := s.restPerOK(); per > 0 {
+		rest = fmt.Sprintf("%.0f", per*1e6)
+	}
 	if direct != nil {
 		if d, ok := direct.step(s.spec); ok && d.rps > 0 {
 			ratio = fmt.Sprintf("%.2f", s.rps/d.rps)
+			if b := s.bound(cores); b > 0 {
+				bound = fmt.Sprintf("%.2f", b/d.rps)
+			}
 		}
 	}
 	cpu, per := "—", "—"
@@ -237,8 +256,8 @@ func (s stepResult) cells(direct *rowResult) string {
 			per = fmt.Sprintf("%.0f", s.perCPU())
 		}
 	}
-	return fmt.Sprintf("%.0f | %s | %s | %s | %s | %s | %d (%d)", s.rps, ratio, fmtDur(s.p50), fmtDur(s.p99),
-		cpu, per, s.failed, s.status4)
+	return fmt.Sprintf("%.0f | %s | %s | %s | %s | %s | %s | %s | %d (%d)", s.rps, ratio, fmtDur(s.p50),
+		fmtDur(s.p99), cpu, per, rest, bound, s.failed, s.status4)
 }
 
 // fmtDur prints d in µs below a millisecond and in ms otherwise.

@@ -101,7 +101,7 @@ func (e *env) clientCommand(ctx context.Context, r *row, argv []string) *exec.Cm
 type rowResult struct {
 	key, name   string
 	unsupported string // set instead of steps when the row could not run
-	overhead    float64
+	overhead    startCost
 	steps       []stepResult
 	profile     *profileResult // keygated's CPU profile, for the keygate row; or nil
 }
@@ -130,6 +130,10 @@ func (rr *rowResult) noHTTP2() bool {
 	return n > 0
 }
 
+// backgroundWindow is how long the machine's CPU is watched with no load
+// before the rows start.
+const backgroundWindow = 2 * time.Second
+
 // runLoadRows starts every selected row, then runs each load step for
 // every row back to back, so that a change in the machine's other load
 // during the run falls on all rows of a step alike: the ratios within a
@@ -143,6 +147,9 @@ func runLoadRows(ctx context.Context, e *env, res *results) error {
 	}
 	var ready []live
 	var all []*row
+	progress("measuring the machine's background load (%s idle)", backgroundWindow)
+	e.measureBackground(ctx, backgroundWindow)
+	res.background = e.background
 	defer func() {
 		for _, r := range all {
 			if r.stop != nil {
@@ -218,25 +225,37 @@ func (e *env) startRow(ctx context.Context, r *row) (*rowResult, bool, error) {
 	return rr, true, ctx.Err()
 }
 
-// sandboxOverhead returns the CPU seconds keygated spends starting and
-// ending one sandbox that runs nothing, averaged over three: taken off each
-// keygate step, whose client runs in a sandbox of its own.
-func (e *env) sandboxOverhead(ctx context.Context, r *row) float64 {
+// startCost is the CPU seconds starting and ending one client sandbox
+// costs keygated (proxy) and the machine as a whole (machine, keygated's
+// share included).
+type startCost struct{ proxy, machine float64 }
+
+// sandboxOverhead returns what starting and ending one sandbox that runs
+// nothing costs, averaged over three: taken off each keygate step, whose
+// client runs in a sandbox of its own.
+func (e *env) sandboxOverhead(ctx context.Context, r *row) startCost {
 	const n = 3
 	cpu0, err := cpuSeconds(e.agent.pid())
 	if err != nil {
-		return 0
+		return startCost{}
 	}
+	m0 := e.sampleMachine()
 	for range n {
 		if _, err := e.agent.kg(ctx, "", "run", "--vault", benchVault, "--capture", r.capture, "--", "true"); err != nil {
-			return 0
+			return startCost{}
 		}
 	}
+	m1 := e.sampleMachine()
 	cpu1, err := cpuSeconds(e.agent.pid())
 	if err != nil {
-		return 0
+		return startCost{}
 	}
-	return (cpu1 - cpu0) / n
+	c := startCost{proxy: (cpu1 - cpu0) / n}
+	if m0.ok && m1.ok {
+		busy := m1.busy - m0.busy - e.background*m1.at.Sub(m0.at).Seconds()
+		c.machine = max(busy/n, c.proxy)
+	}
+	return c
 }
 
 // summary is a one-line account of s for the progress log.

@@ -102,11 +102,47 @@ func (r *results) ratioTarget(kg, other *rowResult, spec loadSpec, goal float64)
 	}
 	ratio := a.rps / b.rps
 	t.measured = fmt.Sprintf("%.2f× (%.0f vs %.0f req/s%s)", ratio, a.rps, b.rps, against)
+	// Against direct, say how far any proxy could get on this machine: the
+	// client, upstream and kernel work of keygate's row alone, with the
+	// proxy costing nothing.
+	if other.key == "direct" {
+		t.measured += r.directBound(a, b, goal)
+	}
 	t.met = ratio >= goal
 	if !t.met {
 		t.short = fmt.Sprintf("%.0f%% short (%.2f× below the goal)", 100*(1-ratio/goal), goal-ratio)
 	}
 	return t
+}
+
+// directBound explains keygate's step a against direct's step b on this
+// machine: what a proxy costing nothing could reach, and how much CPU per
+// request the goal leaves a proxy, given the rest of the work a's row took
+// (client, upstream, kernel). Empty without the figures.
+func (r *results) directBound(a, b stepResult, goal float64) string {
+	cores := r.machine.cpus
+	bound := a.bound(cores)
+	if bound == 0 || b.rps == 0 {
+		return ""
+	}
+	rest, restDirect := a.restPerOK()*1e6, b.restPerOK()*1e6
+	out := fmt.Sprintf("; a proxy costing nothing could reach %.2f× here: client, upstream and kernel took %.0f µs/req",
+		bound/b.rps, rest)
+	if a.upstream >= 0 && b.upstream >= 0 && a.ok > 0 && b.ok > 0 {
+		out += fmt.Sprintf(" (upstream %.0f)", 1e6*a.upstream/float64(a.ok))
+		restDirect := fmt.Sprintf("%.0f (upstream %.0f)", restDirect, 1e6*b.upstream/float64(b.ok))
+		out += ", direct " + restDirect
+	} else {
+		out += fmt.Sprintf(", direct %.0f", restDirect)
+	}
+	// At the goal's req/s the cores give each request cores/rps seconds,
+	// of which the rest takes its share.
+	budget := float64(cores)/(goal*b.rps)*1e6 - rest
+	out += fmt.Sprintf("; the goal leaves the proxy %.0f µs/req", max(budget, 0))
+	if a.cpu > 0 && a.ok > 0 {
+		out += fmt.Sprintf(", keygated took %.0f", 1e6*a.cpu/float64(a.ok))
+	}
+	return out
 }
 
 func rowName(rr *rowResult) string {
