@@ -385,6 +385,48 @@ func TestSplice(t *testing.T) {
 // hand the sandbox a secret of another of its credentials approved there,
 // nor one sent on an earlier request, whether or not the current request
 // carries a placeholder.
+// After a rotation, an upstream that saw the old key can still quote it: a
+// debug endpoint replaying the last request it got. The sandbox must see
+// its placeholder there too, while the new key is what is sent.
+func TestRedactsRotatedSecret(t *testing.T) {
+	w := world(t)
+	a := startAgent(t, w)
+	oldKey, newKey := secret(t), secret(t)
+	a.mustKG("", "vault", "create", "v")
+	a.mustKG(oldKey+"\n", "cred", "add", "v", "api", "--env", "API_KEY", "--domain", w.APIHost())
+	api := "https://" + w.APIHost()
+	both := func(s string) string { return redact(redact(s, oldKey), newKey) }
+
+	out, errOut, code := a.run([]string{"--vault", "v"},
+		`curl -sS -m 10 -o /dev/null `+api+`/before -H "Authorization: Bearer $API_KEY"`)
+	if code != 0 {
+		t.Fatalf("before the rotation: exit %d: %s %s", code, both(out), both(errOut))
+	}
+	a.mustKG(newKey+"\n", "cred", "rotate", "v", "api")
+	// The replay shows the request before it, sent with the old key.
+	out, errOut, code = a.run([]string{"--vault", "v"}, `echo "PH=$API_KEY"; `+
+		`curl -sS -m 10 `+api+`/_kg/replay -H "Authorization: Bearer $API_KEY"`)
+	if code != 0 {
+		t.Fatalf("after the rotation: exit %d: %s %s", code, both(out), both(errOut))
+	}
+	if strings.Contains(out+errOut, oldKey) || strings.Contains(out+errOut, newKey) {
+		t.Fatalf("the sandbox saw a secret: %s %s", both(out), both(errOut))
+	}
+	ph, rest, _ := strings.Cut(strings.TrimPrefix(out, "PH="), "\n")
+	if want := "previous Authorization: Bearer " + ph + "\n"; rest != want {
+		t.Fatalf("replayed %q, want %q", both(rest), want)
+	}
+	// The old key is only searched for, never sent: the upstream got the
+	// new one with the replay request.
+	reqs := w.Requests(w.APIHost())
+	if len(reqs) == 0 {
+		t.Fatal("the upstream recorded no request")
+	}
+	if got := reqs[len(reqs)-1].Header.Get("Authorization"); got != "Bearer "+newKey {
+		t.Fatalf("the replay request carried %q, want the rotated secret", both(got))
+	}
+}
+
 func TestRedactsEveryApprovedSecret(t *testing.T) {
 	w := world(t)
 	a := startAgent(t, w)

@@ -141,10 +141,20 @@ func (a *Agent) openState() error {
 	if err := a.openStores(key); err != nil {
 		return err
 	}
-	a.creds = newCredCache(a.store, a.cfg.CredentialRefresh)
-	// Every change, made here or (fleet) on another host, drops the
-	// cached credentials at once: the next request reads the store.
-	a.unwatch = a.store.Watch(func(vault.Change) { a.creds.invalidate() })
+	a.creds = newCredCache(a.store, a.cfg.CredentialRefresh, a.cfg.RetiredRedaction)
+	// Every change, made here or (fleet) on another host, marks the cached
+	// credentials stale at once: the next request reads the store. Archive
+	// and removal drop what is held of the purged secrets.
+	a.unwatch = a.store.Watch(func(ch vault.Change) {
+		switch ch.Kind {
+		case vault.ChangeArchive:
+			a.creds.forget(ch.Vault, "")
+		case vault.ChangeRemove:
+			a.creds.forget(ch.Vault, ch.Credential)
+		default:
+			a.creds.invalidate()
+		}
+	})
 	if a.ca, err = ca.LoadOrCreate(filepath.Join(a.cfg.StateDir, "ca")); err != nil {
 		return err
 	}

@@ -190,7 +190,7 @@ func (a *Agent) handleListVaults(w http.ResponseWriter, r *http.Request) {
 func (a *Agent) handleArchiveVault(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("vault")
 	err := a.storeOp("vault.archive", a.store.ArchiveVault(name))
-	a.creds.invalidate()
+	a.creds.forget(name, "")
 	if err != nil {
 		writeStoreError(w, err)
 		return
@@ -266,7 +266,7 @@ func (a *Agent) handleRotate(w http.ResponseWriter, r *http.Request) {
 func (a *Agent) handleRemoveCredential(w http.ResponseWriter, r *http.Request) {
 	v, name := r.PathValue("vault"), r.PathValue("name")
 	err := a.storeOp("credential.remove", a.store.RemoveCredential(v, name))
-	a.creds.invalidate()
+	a.creds.forget(v, name)
 	if err != nil {
 		writeStoreError(w, err)
 		return

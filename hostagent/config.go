@@ -76,7 +76,11 @@ type Config struct {
 	// CredentialRefresh bounds how long the proxy serves a credential from
 	// memory before reading the store again; 0 = DefaultCredentialRefresh.
 	CredentialRefresh time.Duration
-	Logger            *slog.Logger // nil = discard
+	// RetiredRedaction is how long a secret replaced by a rotation is still
+	// redacted from answers (never sent): 0 = DefaultRetiredRedaction, < 0 =
+	// not at all.
+	RetiredRedaction time.Duration
+	Logger           *slog.Logger // nil = discard
 }
 
 func (c *Config) setDefaults() error {

@@ -1,6 +1,9 @@
 package hostagent
 
 import (
+	"errors"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -14,12 +17,30 @@ import (
 // a change made elsewhere (another host sharing the store) takes to arrive.
 const DefaultCredentialRefresh = 30 * time.Second
 
+// DefaultRetiredRedaction is how long a secret replaced by a rotation is
+// still searched for in answers (never sent) when Config.RetiredRedaction
+// is zero: an upstream that saw the old key before the rotation (a debug
+// endpoint replaying requests, an error quoting the last key) must not
+// hand it to the sandbox afterwards.
+const DefaultRetiredRedaction = 24 * time.Hour
+
+// maxRetired bounds the replaced secrets kept per credential; the oldest
+// go first when rotations come faster than the retention.
+const maxRetired = 4
+
 // freshness is implemented by stores that can lose touch with the source
 // of truth (vault.Etcd).
 type freshness interface{ Fresh() error }
 
 // credKey names one credential.
 type credKey struct{ vault, name string }
+
+// retiredSecret is a secret a credential had before a rotation, kept for
+// redaction only, until it expires.
+type retiredSecret struct {
+	secret  *proxy.Secret
+	expires time.Time
+}
 
 // cachedCred is a credential's metadata and current secret as last read.
 // The secret is kept in the proxy's form, so that its redaction patterns
@@ -28,6 +49,9 @@ type cachedCred struct {
 	meta    vault.Credential
 	secret  *proxy.Secret
 	fetched time.Time
+	// stale is when invalidate marked the entry to be read again; zero
+	// while it is fresh.
+	stale time.Time
 }
 
 // credCache keeps decrypted credentials in the agent's memory so the proxy
@@ -39,25 +63,40 @@ type cachedCred struct {
 // store before the change and finishes after it must not put the stale
 // value back; the generation counter, bumped by invalidate, makes such a
 // lookup drop its result instead of caching it.
+//
+// Retired secrets: invalidate marks entries stale instead of dropping them,
+// so that the read which follows a rotation can see the secret it replaces
+// and keep it, for redaction only, for the retention. Archive and removal
+// drop a credential's secrets, current and retired, at once (forget).
 type credCache struct {
 	store   vault.Store
 	refresh time.Duration
+	retain  time.Duration // how long a replaced secret is kept; < 0 = not at all
 	now     func() time.Time
 
 	mu      sync.RWMutex
-	gen     uint64                 // guarded by mu; bumped by invalidate
-	entries map[credKey]cachedCred // guarded by mu
+	gen     uint64                      // guarded by mu; bumped by invalidate
+	entries map[credKey]cachedCred      // guarded by mu
+	retired map[credKey][]retiredSecret // guarded by mu; oldest first
 }
 
-func newCredCache(store vault.Store, refresh time.Duration) *credCache {
+// newCredCache returns a cache over store. refresh 0 means
+// DefaultCredentialRefresh; retain 0 means DefaultRetiredRedaction and a
+// negative retain keeps no replaced secret.
+func newCredCache(store vault.Store, refresh, retain time.Duration) *credCache {
 	if refresh <= 0 {
 		refresh = DefaultCredentialRefresh
+	}
+	if retain == 0 {
+		retain = DefaultRetiredRedaction
 	}
 	return &credCache{
 		store:   store,
 		refresh: refresh,
+		retain:  retain,
 		now:     time.Now,
 		entries: make(map[credKey]cachedCred),
+		retired: make(map[credKey][]retiredSecret),
 	}
 }
 
@@ -77,7 +116,7 @@ func (c *credCache) get(vaultName, name string) (vault.Credential, *proxy.Secret
 	e, ok := c.entries[k]
 	gen := c.gen
 	c.mu.RUnlock()
-	if ok && c.now().Sub(e.fetched) < c.refresh {
+	if ok && e.stale.IsZero() && c.now().Sub(e.fetched) < c.refresh {
 		return e.meta, e.secret, nil
 	}
 
@@ -85,24 +124,103 @@ func (c *credCache) get(vaultName, name string) (vault.Credential, *proxy.Secret
 	if err != nil {
 		c.mu.Lock()
 		delete(c.entries, k)
+		if errors.Is(err, vault.ErrArchived) || errors.Is(err, vault.ErrNotFound) {
+			delete(c.retired, k) // purged: nothing of it stays here either
+		}
 		c.mu.Unlock()
 		return vault.Credential{}, nil, err
 	}
 	sec := proxy.NewSecret(secret)
 	c.mu.Lock()
 	if c.gen == gen {
+		if old, ok := c.entries[k]; ok && !old.secret.Same(sec) {
+			// Replaced: by a change this agent was told of (the entry
+			// went stale then), or one another host made, found now.
+			since := old.stale
+			if since.IsZero() {
+				since = c.now()
+			}
+			c.retire(k, old.secret, since)
+		}
 		c.entries[k] = cachedCred{meta: meta, secret: sec, fetched: c.now()}
 	}
 	c.mu.Unlock()
 	return meta, sec, nil
 }
 
-// invalidate forgets every cached credential. Changes are rare, so one
-// generation for the whole cache is simpler than per-key bookkeeping and
-// costs one store read per credential in use.
+// retire keeps s, the secret k had until since, for redaction until the
+// retention after since. c.mu is held.
+func (c *credCache) retire(k credKey, s *proxy.Secret, since time.Time) {
+	if c.retain < 0 || !c.now().Before(since.Add(c.retain)) {
+		return
+	}
+	rs := append(c.live(k), retiredSecret{secret: s, expires: since.Add(c.retain)})
+	if len(rs) > maxRetired {
+		rs = rs[len(rs)-maxRetired:]
+	}
+	c.retired[k] = rs
+}
+
+// live returns k's retired secrets that have not expired. c.mu is held.
+func (c *credCache) live(k credKey) []retiredSecret {
+	rs := c.retired[k]
+	now := c.now()
+	for len(rs) > 0 && !now.Before(rs[0].expires) {
+		rs = rs[1:]
+	}
+	return slices.Clone(rs)
+}
+
+// retiredSecrets returns the secrets a credential had before its latest
+// rotations, within the retention, for redaction only: the proxy never
+// sends them.
+func (c *credCache) retiredSecrets(vaultName, name string) []*proxy.Secret {
+	k := credKey{vaultName, name}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	rs := c.live(k)
+	if len(rs) == 0 {
+		delete(c.retired, k)
+		return nil
+	}
+	c.retired[k] = rs
+	out := make([]*proxy.Secret, len(rs))
+	for i, r := range rs {
+		out[i] = r.secret
+	}
+	return out
+}
+
+// invalidate makes every cached credential be read from the store again
+// on its next use. Changes are rare, so one generation for the whole cache
+// is simpler than per-key bookkeeping and costs one store read per
+// credential in use. The entries stay, marked stale, so that the next read
+// can tell a rotated secret and retire it; one stale for longer than the
+// retention is dropped, its secret past keeping.
 func (c *credCache) invalidate() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.gen++
-	clear(c.entries)
+	now := c.now()
+	for k, e := range c.entries {
+		switch {
+		case e.stale.IsZero():
+			e.stale = now
+			c.entries[k] = e
+		case c.retain < 0 || !now.Before(e.stale.Add(c.retain)):
+			delete(c.entries, k)
+		}
+	}
+}
+
+// forget drops everything held of a credential, or of every credential of
+// the vault when name is "": its cached and its retired secrets. Archive
+// and removal call it, so that a purged secret does not stay in memory.
+func (c *credCache) forget(vaultName, name string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gen++
+	match := func(k credKey) bool { return k.vault == vaultName && (name == "" || k.name == name) }
+	maps.DeleteFunc(c.entries, func(k credKey, _ cachedCred) bool { return match(k) })
+	maps.DeleteFunc(c.retired, func(k credKey, _ []retiredSecret) bool { return match(k) })
 }

@@ -1,6 +1,8 @@
 package hostagent
 
 import (
+	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -53,7 +55,7 @@ func secretOf(t *testing.T, c *credCache) string {
 
 func TestCredCacheServesFromMemory(t *testing.T) {
 	st := &fakeStore{secrets: map[string]string{"v/c": "old"}}
-	c := newCredCache(st, time.Minute)
+	c := newCredCache(st, time.Minute, 0)
 	for range 3 {
 		if got := secretOf(t, c); got != "old" {
 			t.Fatalf("got %q", got)
@@ -66,7 +68,7 @@ func TestCredCacheServesFromMemory(t *testing.T) {
 
 func TestCredCacheInvalidate(t *testing.T) {
 	st := &fakeStore{secrets: map[string]string{"v/c": "old"}}
-	c := newCredCache(st, time.Minute)
+	c := newCredCache(st, time.Minute, 0)
 	secretOf(t, c)
 	st.set("v/c", "new")
 	c.invalidate()
@@ -78,7 +80,7 @@ func TestCredCacheInvalidate(t *testing.T) {
 func TestCredCacheRefreshes(t *testing.T) {
 	st := &fakeStore{secrets: map[string]string{"v/c": "old"}}
 	now := time.Now()
-	c := newCredCache(st, 30*time.Second)
+	c := newCredCache(st, 30*time.Second, 0)
 	c.now = func() time.Time { return now }
 	secretOf(t, c)
 	st.set("v/c", "changed elsewhere")
@@ -95,7 +97,7 @@ func TestCredCacheRefreshes(t *testing.T) {
 // in the cache after the rotation invalidated it.
 func TestCredCacheStaleLookupNotCached(t *testing.T) {
 	st := &fakeStore{secrets: map[string]string{"v/c": "old"}}
-	c := newCredCache(st, time.Minute)
+	c := newCredCache(st, time.Minute, 0)
 	st.during = func() {
 		st.set("v/c", "new")
 		c.invalidate()
@@ -110,12 +112,147 @@ func TestCredCacheStaleLookupNotCached(t *testing.T) {
 
 func TestCredCacheErrorsNotCached(t *testing.T) {
 	st := &fakeStore{secrets: map[string]string{}}
-	c := newCredCache(st, time.Minute)
+	c := newCredCache(st, time.Minute, 0)
 	if _, _, err := c.get("v", "c"); err == nil {
 		t.Fatal("want an error for a missing credential")
 	}
 	st.set("v/c", "added")
 	if got := secretOf(t, c); got != "added" {
 		t.Fatalf("got %q", got)
+	}
+}
+
+func retiredOf(c *credCache) []string {
+	var out []string
+	for _, s := range c.retiredSecrets("v", "c") {
+		out = append(out, string(s.Bytes()))
+	}
+	return out
+}
+
+// A rotation made through the agent (invalidate) keeps the secret it
+// replaced for redaction, for the retention counted from the rotation,
+// however late the next read comes.
+func TestCredCacheRetiresRotatedSecret(t *testing.T) {
+	st := &fakeStore{secrets: map[string]string{"v/c": "one"}}
+	now := time.Now()
+	c := newCredCache(st, time.Minute, time.Hour)
+	c.now = func() time.Time { return now }
+	secretOf(t, c)
+	if r := retiredOf(c); r != nil {
+		t.Fatalf("retired %q before any rotation", r)
+	}
+	st.set("v/c", "two")
+	c.invalidate()
+	now = now.Add(10 * time.Minute) // the next use comes later
+	if got := secretOf(t, c); got != "two" {
+		t.Fatalf("got %q after rotation", got)
+	}
+	if r := retiredOf(c); !slices.Equal(r, []string{"one"}) {
+		t.Fatalf("retired %q, want [one]", r)
+	}
+	now = now.Add(50 * time.Minute) // an hour after the rotation
+	if r := retiredOf(c); r != nil {
+		t.Fatalf("retired %q past the retention", r)
+	}
+}
+
+// A change another host made, found when the refresh reads the store,
+// retires the old secret as well; rotations faster than the retention keep
+// the newest maxRetired.
+func TestCredCacheRetiresOnRefreshAndBounds(t *testing.T) {
+	st := &fakeStore{secrets: map[string]string{"v/c": "s0"}}
+	now := time.Now()
+	c := newCredCache(st, time.Second, time.Hour)
+	c.now = func() time.Time { return now }
+	secretOf(t, c)
+	var want []string
+	for i := 1; i <= maxRetired+2; i++ {
+		st.set("v/c", fmt.Sprintf("s%d", i))
+		now = now.Add(2 * time.Second)
+		secretOf(t, c)
+		want = append(want, fmt.Sprintf("s%d", i-1))
+	}
+	want = want[len(want)-maxRetired:]
+	if r := retiredOf(c); !slices.Equal(r, want) {
+		t.Fatalf("retired %q, want %q", r, want)
+	}
+	// An unchanged secret read again is not retired.
+	now = now.Add(2 * time.Second)
+	secretOf(t, c)
+	if r := retiredOf(c); !slices.Equal(r, want) {
+		t.Fatalf("retired %q after a read with no change, want %q", r, want)
+	}
+}
+
+// Archive and removal drop the cached and the retired secrets at once; a
+// read that finds the credential gone drops them too.
+func TestCredCacheForget(t *testing.T) {
+	st := &fakeStore{secrets: map[string]string{"v/c": "one", "w/c": "other"}}
+	c := newCredCache(st, time.Minute, time.Hour)
+	secretOf(t, c)
+	if _, _, err := c.get("w", "c"); err != nil {
+		t.Fatal(err)
+	}
+	st.set("v/c", "two")
+	c.invalidate()
+	secretOf(t, c)
+	if len(retiredOf(c)) != 1 {
+		t.Fatal("nothing retired")
+	}
+	c.forget("v", "")
+	if r := retiredOf(c); r != nil {
+		t.Fatalf("retired %q after the vault was forgotten", r)
+	}
+	c.mu.RLock()
+	_, cachedV := c.entries[credKey{"v", "c"}]
+	_, cachedW := c.entries[credKey{"w", "c"}]
+	c.mu.RUnlock()
+	if cachedV || !cachedW {
+		t.Fatalf("after forget(v): v cached %v (want false), w cached %v (want true)", cachedV, cachedW)
+	}
+
+	st.set("v/c", "three")
+	secretOf(t, c)
+	st.set("v/c", "four")
+	c.invalidate()
+	secretOf(t, c)
+	st.mu.Lock()
+	delete(st.secrets, "v/c") // removed elsewhere
+	st.mu.Unlock()
+	c.invalidate()
+	if _, _, err := c.get("v", "c"); err == nil {
+		t.Fatal("want an error for a removed credential")
+	}
+	if r := retiredOf(c); r != nil {
+		t.Fatalf("retired %q after the credential was found removed", r)
+	}
+}
+
+// A negative retention keeps nothing replaced, and an entry left stale
+// past the retention is dropped with its secret.
+func TestCredCacheNoRetention(t *testing.T) {
+	st := &fakeStore{secrets: map[string]string{"v/c": "one"}}
+	c := newCredCache(st, time.Minute, -1)
+	secretOf(t, c)
+	st.set("v/c", "two")
+	c.invalidate()
+	secretOf(t, c)
+	if r := retiredOf(c); r != nil {
+		t.Fatalf("retired %q with retention off", r)
+	}
+
+	now := time.Now()
+	c = newCredCache(st, time.Minute, time.Hour)
+	c.now = func() time.Time { return now }
+	secretOf(t, c)
+	c.invalidate()
+	now = now.Add(2 * time.Hour)
+	c.invalidate()
+	c.mu.RLock()
+	n := len(c.entries)
+	c.mu.RUnlock()
+	if n != 0 {
+		t.Fatalf("%d entries kept stale past the retention", n)
 	}
 }

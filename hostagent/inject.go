@@ -95,6 +95,10 @@ func (c *credentials) Approved(psb proxy.Sandbox, host string) []proxy.Binding {
 	return out
 }
 
+func (c *credentials) Retired(b proxy.Binding) []*proxy.Secret {
+	return c.cache.retiredSecrets(b.Vault, b.Credential)
+}
+
 func bindingOf(c vault.Credential) proxy.Binding {
 	return proxy.Binding{
 		Vault: c.Vault, Credential: c.Name, Domains: c.Domains,

@@ -46,6 +46,8 @@ func main() {
 	flag.StringVar(&cfg.CgroupParent, "cgroup-parent", "", "cgroup v2 directory that holds sandbox cgroups (default CGROUP2-ROOT/keygate)")
 	flag.DurationVar(&cfg.CredentialRefresh, "credential-refresh", hostagent.DefaultCredentialRefresh,
 		"how long the proxy serves a credential from memory before re-reading the store")
+	flag.DurationVar(&cfg.RetiredRedaction, "redact-rotated-for", hostagent.DefaultRetiredRedaction,
+		"how long a secret replaced by a rotation is still redacted from answers, in memory only (never sent; -1s: not at all)")
 	flag.StringVar(&cfg.Store, "store", "", "vault store: empty for the embedded one in STATE-DIR, or etcd://h1:2379,h2:2379[?prefix=/keygate/&cert=F&key=F&ca=F&grace=30s] for a fleet")
 	flag.StringVar(&cfg.Node, "node", "", "this host's name in a fleet: its audit chain and schedule claims (default: the host name)")
 	flag.StringVar(&cfg.MetricsAddr, "metrics-addr", "",

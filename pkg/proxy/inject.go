@@ -92,8 +92,15 @@ func (in *injection) templates(r *http.Request) *denial {
 // approved for this host, which it did not use: the upstream may have
 // them from earlier requests (a debug endpoint that lists them, an error
 // quoting the last key it saw).
+//
+// Secrets the credentials had before a recent rotation are searched for as
+// well; they are kept apart from in.shown, which injection reuses.
 func (in *injection) prepareRedaction() {
+	var retired []shownSecret
 	for _, b := range in.creds.Approved(in.sb, in.host) {
+		for _, sec := range in.creds.Retired(b) {
+			retired = append(retired, shownSecret{sec: sec, as: shownAs(b), vault: b.Vault, cred: b.Credential})
+		}
 		if in.fetched(b) != nil {
 			continue
 		}
@@ -103,7 +110,7 @@ func (in *injection) prepareRedaction() {
 		}
 		in.shown = append(in.shown, shownSecret{sec: sec, as: shownAs(b), vault: b.Vault, cred: b.Credential})
 	}
-	in.red = newRedactor(in.shown)
+	in.red = newRedactor(append(slices.Clip(in.shown), retired...))
 }
 
 // fetched returns b's secret if the request already fetched it, or nil.

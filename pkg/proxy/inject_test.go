@@ -41,8 +41,9 @@ type fakeCreds struct {
 	bindings  map[string]Binding
 	secrets   map[string]string // credential name → secret
 	templates []Binding
-	gone      error // returned for phGone
-	reads     int   // Secret calls
+	gone      error               // returned for phGone
+	reads     int                 // Secret calls
+	retired   map[string][]string // credential name → secrets before rotations
 }
 
 func newFakeCreds() *fakeCreds {
@@ -74,6 +75,14 @@ func (f *fakeCreds) Lookup(sb Sandbox, id string) (Binding, error) {
 func (f *fakeCreds) Secret(b Binding) (*Secret, error) {
 	f.reads++
 	return NewSecret(vault.NewSecret([]byte(f.secrets[b.Credential]))), nil
+}
+
+func (f *fakeCreds) Retired(b Binding) []*Secret {
+	var out []*Secret
+	for _, s := range f.retired[b.Credential] {
+		out = append(out, NewSecret(vault.NewSecret([]byte(s))))
+	}
+	return out
 }
 
 func (f *fakeCreds) Approved(sb Sandbox, host string) []Binding {
@@ -312,6 +321,37 @@ func assertNoSecret(t *testing.T, s string) {
 		if strings.Contains(s, sec) {
 			t.Errorf("message contains a secret: %q", s)
 		}
+	}
+}
+
+// After a rotation, a response is searched for the secret the credential
+// had before as well, but only the current one is sent.
+func TestPrepareRedactionRetiredSecrets(t *testing.T) {
+	const before = "sk-before-rotation-0123456789abcdef"
+	creds := newFakeCreds()
+	creds.retired = map[string][]string{"openai": {before}}
+	in := &injection{sb: fakeSandbox{"sb1"}, host: "api.openai.com", creds: creds}
+	req, _ := http.NewRequest(http.MethodGet, "https://api.openai.com/v1/models", nil)
+	req.Header.Set("Authorization", "Bearer "+phOpenAI)
+	if d := in.apply(req); d != nil {
+		t.Fatal(d.msg)
+	}
+	if got := req.Header.Get("Authorization"); got != "Bearer "+secretOpenAI {
+		t.Fatalf("sent %q, want the current secret", got)
+	}
+	in.prepareRedaction()
+	for _, s := range in.shown {
+		if string(s.sec.Bytes()) == before {
+			t.Fatal("the retired secret is among those the request may send")
+		}
+	}
+	out := string(in.red.replaceAll([]byte("key seen earlier: " + before + "; now: " + secretOpenAI)))
+	if strings.Contains(out, before) || strings.Contains(out, secretOpenAI) {
+		t.Fatalf("not redacted: %s", out)
+	}
+	as := shownAs(creds.bindings[phOpenAI])
+	if want := "key seen earlier: " + as + "; now: " + as; out != want {
+		t.Fatalf("got %q, want %q", out, want)
 	}
 }
 

@@ -75,6 +75,10 @@ type Credentials interface {
 	// whether or not a request uses it: the upstream may know their
 	// secrets, so its answers are searched for all of them.
 	Approved(sb Sandbox, host string) []Binding
+	// Retired returns the secrets b had before its latest rotations, for
+	// a bounded time: answers are searched for them too, since the
+	// upstream may have seen them before, but they are never sent.
+	Retired(b Binding) []*Secret
 }
 
 // OrigDst is where a captured connection was going.

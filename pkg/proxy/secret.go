@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"crypto/subtle"
 	"slices"
 
 	"github.com/keygate/keygate/pkg/vault"
@@ -33,4 +34,10 @@ func NewSecret(s vault.Secret) *Secret {
 		}
 	}
 	return sec
+}
+
+// Same reports whether s and o hold the same secret, in time that does not
+// depend on where they differ.
+func (s *Secret) Same(o *Secret) bool {
+	return subtle.ConstantTimeCompare([]byte(s.value), []byte(o.value)) == 1
 }
