@@ -93,6 +93,7 @@ func parseFlags() options {
 	flag.BoolVar(&o.skipLoad, "skip-load", false, "leave out the load rows")
 	flag.BoolVar(&o.skipScale, "skip-scale", false, "leave out the scale figures")
 	noProfile := flag.Bool("no-profile", false, "do not take a CPU profile of keygated (quick runs take none)")
+	profileProto := flag.String("profile-proto", profileSpec.proto, "protocol keygated is profiled under: h1 or h2")
 	flag.BoolVar(&o.hold, "hold", false,
 		"set up the world and keygated, print how to reach them, and wait for Ctrl-C (for poking by hand)")
 	flag.StringVar(&o.commit, "commit", "",
@@ -105,6 +106,10 @@ func parseFlags() options {
 	}
 
 	o.profile = !o.quick && !*noProfile
+	if *profileProto != "h1" && *profileProto != "h2" {
+		log.Fatalf("--profile-proto %q: want h1 or h2", *profileProto)
+	}
+	profileSpec.proto = *profileProto
 	if o.duration == 0 {
 		o.duration = pick(o.quick, time.Second, 5*time.Second)
 	}
