@@ -132,6 +132,7 @@ func (c *credCache) get(vaultName, name string) (vault.Credential, *proxy.Secret
 	}
 	sec := proxy.NewSecret(secret)
 	c.mu.Lock()
+	c.prune()
 	if c.gen == gen {
 		if old, ok := c.entries[k]; ok && !old.secret.Same(sec) {
 			// Replaced: by a change this agent was told of (the entry
@@ -151,42 +152,47 @@ func (c *credCache) get(vaultName, name string) (vault.Credential, *proxy.Secret
 // retire keeps s, the secret k had until since, for redaction until the
 // retention after since. c.mu is held.
 func (c *credCache) retire(k credKey, s *proxy.Secret, since time.Time) {
+	c.prune()
 	if c.retain < 0 || !c.now().Before(since.Add(c.retain)) {
 		return
 	}
-	rs := append(c.live(k), retiredSecret{secret: s, expires: since.Add(c.retain)})
+	rs := append(c.retired[k], retiredSecret{secret: s, expires: since.Add(c.retain)})
 	if len(rs) > maxRetired {
-		rs = rs[len(rs)-maxRetired:]
+		rs = slices.Delete(rs, 0, len(rs)-maxRetired)
 	}
 	c.retired[k] = rs
 }
 
-// live returns k's retired secrets that have not expired. c.mu is held.
-func (c *credCache) live(k credKey) []retiredSecret {
-	rs := c.retired[k]
+// prune drops the retired secrets that have expired. c.mu is held.
+func (c *credCache) prune() {
 	now := c.now()
-	for len(rs) > 0 && !now.Before(rs[0].expires) {
-		rs = rs[1:]
+	for k, rs := range c.retired {
+		rs = slices.DeleteFunc(rs, func(r retiredSecret) bool { return !now.Before(r.expires) })
+		if len(rs) == 0 {
+			delete(c.retired, k)
+		} else {
+			c.retired[k] = rs
+		}
 	}
-	return slices.Clone(rs)
 }
 
 // retiredSecrets returns the secrets a credential had before its latest
 // rotations, within the retention, for redaction only: the proxy never
-// sends them.
+// sends them. It is called for every request, so it only reads; expired
+// secrets are dropped by the next read from the store or change.
 func (c *credCache) retiredSecrets(vaultName, name string) []*proxy.Secret {
-	k := credKey{vaultName, name}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	rs := c.live(k)
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	rs := c.retired[credKey{vaultName, name}]
 	if len(rs) == 0 {
-		delete(c.retired, k)
 		return nil
 	}
-	c.retired[k] = rs
-	out := make([]*proxy.Secret, len(rs))
-	for i, r := range rs {
-		out[i] = r.secret
+	now := c.now()
+	var out []*proxy.Secret
+	for _, r := range rs {
+		if now.Before(r.expires) {
+			out = append(out, r.secret)
+		}
 	}
 	return out
 }
@@ -201,6 +207,7 @@ func (c *credCache) invalidate() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.gen++
+	c.prune()
 	now := c.now()
 	for k, e := range c.entries {
 		switch {

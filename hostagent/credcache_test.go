@@ -155,6 +155,14 @@ func TestCredCacheRetiresRotatedSecret(t *testing.T) {
 	if r := retiredOf(c); r != nil {
 		t.Fatalf("retired %q past the retention", r)
 	}
+	// The next change lets go of it in memory as well.
+	c.invalidate()
+	c.mu.RLock()
+	n := len(c.retired)
+	c.mu.RUnlock()
+	if n != 0 {
+		t.Fatalf("%d expired secrets still held after a change", n)
+	}
 }
 
 // A change another host made, found when the refresh reads the store,
