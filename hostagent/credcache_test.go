@@ -79,15 +79,13 @@ func TestCredCacheInvalidate(t *testing.T) {
 
 func TestCredCacheRefreshes(t *testing.T) {
 	st := &fakeStore{secrets: map[string]string{"v/c": "old"}}
-	now := time.Now()
-	c := newCredCache(st, 30*time.Second, 0)
-	c.now = func() time.Time { return now }
+	c, now := clocked(st, 30*time.Second, 0)
 	secretOf(t, c)
 	st.set("v/c", "changed elsewhere")
 	if got := secretOf(t, c); got != "old" {
 		t.Fatalf("within refresh got %q, want the cached value", got)
 	}
-	now = now.Add(31 * time.Second)
+	*now = now.Add(31 * time.Second)
 	if got := secretOf(t, c); got != "changed elsewhere" {
 		t.Fatalf("after refresh got %q", got)
 	}
@@ -122,6 +120,23 @@ func TestCredCacheErrorsNotCached(t *testing.T) {
 	}
 }
 
+// clocked returns a cache over st whose clock reads *now, for the test to
+// move.
+func clocked(st *fakeStore, refresh, retain time.Duration) (*credCache, *time.Time) {
+	now := time.Now()
+	c := newCredCache(st, refresh, retain)
+	c.now = func() time.Time { return now }
+	return c, &now
+}
+
+// held returns how many credentials c holds a current or a retired secret
+// of.
+func held(c *credCache) (current, retired int) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return len(c.entries), len(c.retired)
+}
+
 func retiredOf(c *credCache) []string {
 	var out []string
 	for _, s := range c.retiredSecrets("v", "c") {
@@ -135,32 +150,27 @@ func retiredOf(c *credCache) []string {
 // however late the next read comes.
 func TestCredCacheRetiresRotatedSecret(t *testing.T) {
 	st := &fakeStore{secrets: map[string]string{"v/c": "one"}}
-	now := time.Now()
-	c := newCredCache(st, time.Minute, time.Hour)
-	c.now = func() time.Time { return now }
+	c, now := clocked(st, time.Minute, time.Hour)
 	secretOf(t, c)
 	if r := retiredOf(c); r != nil {
 		t.Fatalf("retired %q before any rotation", r)
 	}
 	st.set("v/c", "two")
 	c.invalidate()
-	now = now.Add(10 * time.Minute) // the next use comes later
+	*now = now.Add(10 * time.Minute) // the next use comes later
 	if got := secretOf(t, c); got != "two" {
 		t.Fatalf("got %q after rotation", got)
 	}
 	if r := retiredOf(c); !slices.Equal(r, []string{"one"}) {
 		t.Fatalf("retired %q, want [one]", r)
 	}
-	now = now.Add(50 * time.Minute) // an hour after the rotation
+	*now = now.Add(50 * time.Minute) // an hour after the rotation
 	if r := retiredOf(c); r != nil {
 		t.Fatalf("retired %q past the retention", r)
 	}
 	// The next change lets go of it in memory as well.
 	c.invalidate()
-	c.mu.RLock()
-	n := len(c.retired)
-	c.mu.RUnlock()
-	if n != 0 {
+	if _, n := held(c); n != 0 {
 		t.Fatalf("%d expired secrets still held after a change", n)
 	}
 }
@@ -170,14 +180,12 @@ func TestCredCacheRetiresRotatedSecret(t *testing.T) {
 // the newest maxRetired.
 func TestCredCacheRetiresOnRefreshAndBounds(t *testing.T) {
 	st := &fakeStore{secrets: map[string]string{"v/c": "s0"}}
-	now := time.Now()
-	c := newCredCache(st, time.Second, time.Hour)
-	c.now = func() time.Time { return now }
+	c, now := clocked(st, time.Second, time.Hour)
 	secretOf(t, c)
 	var want []string
 	for i := 1; i <= maxRetired+2; i++ {
 		st.set("v/c", fmt.Sprintf("s%d", i))
-		now = now.Add(2 * time.Second)
+		*now = now.Add(2 * time.Second)
 		secretOf(t, c)
 		want = append(want, fmt.Sprintf("s%d", i-1))
 	}
@@ -186,7 +194,7 @@ func TestCredCacheRetiresOnRefreshAndBounds(t *testing.T) {
 		t.Fatalf("retired %q, want %q", r, want)
 	}
 	// An unchanged secret read again is not retired.
-	now = now.Add(2 * time.Second)
+	*now = now.Add(2 * time.Second)
 	secretOf(t, c)
 	if r := retiredOf(c); !slices.Equal(r, want) {
 		t.Fatalf("retired %q after a read with no change, want %q", r, want)
@@ -250,17 +258,12 @@ func TestCredCacheNoRetention(t *testing.T) {
 		t.Fatalf("retired %q with retention off", r)
 	}
 
-	now := time.Now()
-	c = newCredCache(st, time.Minute, time.Hour)
-	c.now = func() time.Time { return now }
+	c, now := clocked(st, time.Minute, time.Hour)
 	secretOf(t, c)
 	c.invalidate()
-	now = now.Add(2 * time.Hour)
+	*now = now.Add(2 * time.Hour)
 	c.invalidate()
-	c.mu.RLock()
-	n := len(c.entries)
-	c.mu.RUnlock()
-	if n != 0 {
+	if n, _ := held(c); n != 0 {
 		t.Fatalf("%d entries kept stale past the retention", n)
 	}
 }
