@@ -97,6 +97,25 @@ func TestAttacks(t *testing.T) {
 		a.mustKG("", "sandbox", "rm", other)
 	})
 
+	t.Run("CONNECT tunnel through the approved host", func(t *testing.T) {
+		// Authority-form, as a client set up for a forward proxy sends it,
+		// and curl's path form; neither may reach the upstream, which could
+		// itself be a forward proxy.
+		before := len(w.Requests(api))
+		out := attack(t, `(printf 'CONNECT `+api+`:443 HTTP/1.1\r\nHost: `+api+`\r\nAuthorization: Bearer %s\r\n`+
+			`Connection: close\r\n\r\n' "$API_KEY"; sleep 1) | openssl s_client -quiet -connect `+api+`:443 -servername `+
+			api+` -alpn http/1.1 2>/dev/null; `+curl+`--http1.1 -X CONNECT https://`+api+`/x`+bearer)
+		if strings.Count(out, `"reason":"connect_not_relayed"`) != 2 {
+			t.Fatalf("CONNECT answers: %s", out)
+		}
+		for _, r := range w.Requests(api)[before:] {
+			if r.Method == "CONNECT" {
+				t.Fatal("a CONNECT request reached the API")
+			}
+		}
+		audited(t, "request.deny", "connect_not_relayed")
+	})
+
 	t.Run("echo endpoint reflection", func(t *testing.T) {
 		out := attack(t, curl+`-D - https://`+api+`/_kg/echo`+bearer)
 		if !strings.Contains(out, "kgph_") {

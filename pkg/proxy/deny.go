@@ -27,6 +27,7 @@ const (
 	ReasonForeignPlaceholder Reason = "placeholder_of_other_sandbox"
 	ReasonUnknownPlaceholder Reason = "placeholder_unknown"
 	ReasonPlaceholderInURL   Reason = "placeholder_in_url"
+	ReasonConnectMethod      Reason = "connect_not_relayed"
 	ReasonVaultArchived      Reason = "vault_archived"
 	ReasonCredentialRemoved  Reason = "credential_removed"
 	ReasonSecretUnavailable  Reason = "secret_unavailable"

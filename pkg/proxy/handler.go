@@ -28,6 +28,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if d == nil {
 		d = checkHost(ci, r.Host)
 	}
+	if d == nil && r.Method == http.MethodConnect {
+		// A tunnel would carry bytes no check sees, and an upstream
+		// that is itself a forward proxy would open it anywhere.
+		d = deny(ReasonConnectMethod, "CONNECT is not relayed: keygate is not a forward proxy; "+
+			"connect to the destination itself (no proxy settings are needed)")
+	}
 	if d == nil {
 		d = in.apply(r)
 	}
