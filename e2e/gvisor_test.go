@@ -4,7 +4,9 @@ package e2e
 
 import (
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -64,6 +66,38 @@ func TestRuntimesAndCaptureModes(t *testing.T) {
 				}
 			})
 
+			t.Run("trust bundle and resolv.conf at the system paths", func(t *testing.T) {
+				// Tools that ignore SSL_CERT_FILE and its kin read the
+				// distribution's bundle; the sandbox's view of it must be
+				// keygate's, and the host's files must not change.
+				sums := func() string {
+					out, err := exec.Command("sha256sum", "/etc/ssl/certs/ca-certificates.crt", "/etc/resolv.conf").Output()
+					if err != nil {
+						t.Fatal(err)
+					}
+					return string(out)
+				}
+				before := sums()
+				out := run(t, `id -u; grep CapEff /proc/self/status; cat /etc/resolv.conf; `+
+					`env -u SSL_CERT_FILE -u CURL_CA_BUNDLE -u REQUESTS_CA_BUNDLE curl -sS -m 10 -o /dev/null -w '%{http_code}' `+
+					`https://`+api+`/gv-system-bundle -H "Authorization: Bearer $API_KEY"`)
+				want, err := os.ReadFile(filepath.Join(filepath.Dir(a.socket), "share", "resolv.conf"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				uid, rest, _ := strings.Cut(out, "\n")
+				caps, rest, _ := strings.Cut(rest, "\n")
+				if uid == "0" || uid == "" || strings.TrimSpace(strings.TrimPrefix(caps, "CapEff:")) != "0000000000000000" {
+					t.Fatalf("the command runs as %q with %q", uid, caps)
+				}
+				if !strings.HasPrefix(rest, string(want)) || !strings.HasSuffix(rest, "200") {
+					t.Fatalf("resolv.conf and the answer without the variables: %q (want resolv.conf %q)", rest, want)
+				}
+				if after := sums(); after != before {
+					t.Fatalf("the host's files changed:\n%s\n%s", before, after)
+				}
+			})
+
 			t.Run("identity attacks", func(t *testing.T) {
 				before := len(w.Requests(evil))
 				script := `c() { curl -sS -m 10 -w ' %{http_code}\n' -o /dev/null "$@" -H "Authorization: Bearer $API_KEY"; }; ` +
@@ -112,6 +146,24 @@ except OSError:
 			})
 		})
 	}
+	// A persistent runsc sandbox: create answers once its first process
+	// runs, so an exec right after finds the container, with the setup
+	// stage's files in place and the sandbox user's rights.
+	t.Run("runsc persistent sandbox", func(t *testing.T) {
+		id := strings.TrimSpace(a.mustKG("", "sandbox", "create", "--vault", "v", "--runtime", "runsc"))
+		defer a.mustKG("", "sandbox", "rm", id)
+		out, errOut, code := a.kg("", "sandbox", "exec", id, "--", "sh", "-c", `id -u; grep CapEff /proc/self/status; `+
+			`env -u SSL_CERT_FILE -u CURL_CA_BUNDLE curl -sS -m 10 -o /dev/null -w '%{http_code}' https://`+api+
+			`/gv-persistent -H "Authorization: Bearer $API_KEY"`)
+		if strings.Contains(out+errOut, key) {
+			t.Fatal("the sandbox saw the secret")
+		}
+		fields := strings.Fields(out)
+		if code != 0 || len(fields) != 4 || fields[0] == "0" || fields[2] != "0000000000000000" || fields[3] != "200" {
+			t.Fatalf("exit %d: %q %q", code, out, errOut)
+		}
+	})
+
 	var lines []string
 	for k, v := range scrape(t, metricsAddr) {
 		if (strings.HasPrefix(k, "keygate_bpf_steer_events_total") || strings.HasPrefix(k, "keygate_bpf_guard_events_total")) && v > 0 {

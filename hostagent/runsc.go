@@ -3,6 +3,7 @@
 package hostagent
 
 import (
+	"bufio"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -15,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/keygate/keygate/pkg/jail"
 	"github.com/keygate/keygate/pkg/oci"
 )
 
@@ -30,8 +32,19 @@ const (
 const runscHome = "/home"
 
 // runscPersistentArgs is what a persistent runsc sandbox's first process
-// runs: nothing, until commands arrive with runsc exec.
-var runscPersistentArgs = []string{"/bin/sh", "-c", "trap 'exit 0' TERM; while :; do sleep 3600 & wait; done"}
+// runs: nothing, until commands arrive with runsc exec. It says it runs on
+// its stdout (runscReady) and leaves stdout for /dev/null.
+var runscPersistentArgs = []string{"/bin/sh", "-c",
+	"echo " + runscReady + "; exec >/dev/null; trap 'exit 0' TERM; while :; do sleep 3600 & wait; done"}
+
+// runscReady is the line a persistent runsc sandbox's first process
+// writes once it runs: the container exists by then, so runsc exec finds
+// it, and the setup stage has installed its files.
+const runscReady = "keygate-ready"
+
+// runscStartTimeout bounds how long a persistent runsc sandbox may take
+// to come up.
+const runscStartTimeout = 30 * time.Second
 
 // runscContainer names a sandbox's container in runsc's state.
 func runscContainer(id string) string { return "keygate-" + id }
@@ -72,13 +85,6 @@ func (a *Agent) runscFlags(s *sandbox) []string {
 // runscEnv is the sandbox's environment under runsc: HOME is its home
 // there, and the trust-store variables name keygate's bundle where it
 // lies on the host's root, which runsc shows read-only.
-//
-// TODO: the bundle is not also shown at the system path
-// (/etc/ssl/certs/ca-certificates.crt) nor resolv.conf replaced: runsc
-// (release 20260905, directfs) shows the host's file beneath a bind mount
-// of a single file, and creates bind mount points on the host's root. Tools
-// that ignore SSL_CERT_FILE and its kin therefore fail TLS (closed, not
-// open); DNS is captured whatever resolv.conf says.
 func (a *Agent) runscEnv(s *sandbox, callerEnv []string) []string {
 	env, _ := a.sandboxEnv(s, callerEnv)
 	for i, kv := range env {
@@ -98,11 +104,24 @@ func (a *Agent) runscEnv(s *sandbox, callerEnv []string) []string {
 // Like the native init, the runsc process is watched and the sandbox torn
 // down when it exits. A nil argv makes a persistent sandbox.
 func (a *Agent) startRunsc(s *sandbox, argv, callerEnv []string, dir string, stdio []*os.File) error {
+	var ready *os.File // a persistent sandbox's stdout, read until it runs
 	if argv == nil {
 		argv = runscPersistentArgs
+		r, w, err := os.Pipe()
+		if err != nil {
+			return err
+		}
+		defer r.Close()
+		defer w.Close()
+		ready, stdio = r, []*os.File{stdio[0], w, stdio[2]}
+	}
+	rootfs := cmp.Or(s.rootfs, a.cfg.RunscRootfs)
+	argv, env, asRoot, err := a.runscSetup(rootfs, a.runscEnv(s, callerEnv), argv)
+	if err != nil {
+		return err
 	}
 	cfg := oci.Config{
-		Rootfs: cmp.Or(s.rootfs, a.cfg.RunscRootfs), Args: argv, Env: a.runscEnv(s, callerEnv),
+		Rootfs: rootfs, Args: argv, Env: env, StartAsRoot: asRoot,
 		Cwd: usableDir(dir), Home: runscHome, UID: a.cfg.SandboxUID, GID: a.cfg.SandboxUID,
 		Hostname: "keygate-" + s.id, NetNS: s.net.Path(), WritableRoot: true,
 		// The control socket needs no hiding: runsc refuses connections
@@ -144,7 +163,63 @@ func (a *Agent) startRunsc(s *sandbox, argv, callerEnv []string, dir string, std
 		defer a.watchers.Done()
 		a.finish(s, a.waitChild(s, cmd))
 	}()
+	if ready != nil {
+		stdio[1].Close() // runsc has its copy: EOF if it ends first
+		return waitRunscReady(ready)
+	}
 	return nil
+}
+
+// waitRunscReady reads a persistent runsc sandbox's stdout until its first
+// process says it runs, for at most runscStartTimeout.
+func waitRunscReady(r *os.File) error {
+	if err := r.SetReadDeadline(time.Now().Add(runscStartTimeout)); err != nil {
+		return err
+	}
+	line, err := bufio.NewReader(r).ReadString('\n')
+	if strings.TrimSpace(line) == runscReady {
+		return nil
+	}
+	if err == nil {
+		err = fmt.Errorf("unexpected output %q", line)
+	}
+	return fmt.Errorf("runsc sandbox did not start: %w", err)
+}
+
+// runscSetup returns the argv and environment of a runsc sandbox's first
+// process, and whether it starts as root: on the host's root, the agent's
+// setup stage
+// (jail.RunscSetupArgv) writes keygate's trust bundle over the system's
+// and its resolv.conf over /etc/resolv.conf, in the sandbox's private
+// overlay, then becomes the sandbox user and execs argv. (runsc does not
+// apply binds of single files over its root, which is how the native jail
+// shows them.) On another root the agent's binary may not be there:
+// argv runs as it is, and only the trust-store variables name the bundle;
+// tools that ignore them fail TLS, closed. The setup stage runs with the
+// agent's environment, not env, which it passes on to argv.
+func (a *Agent) runscSetup(rootfs string, env, argv []string) ([]string, []string, bool, error) {
+	if rootfs != "" && rootfs != "/" {
+		return argv, env, false, nil
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return nil, nil, false, fmt.Errorf("find the agent binary: %w", err)
+	}
+	if rel, err := filepath.Rel(a.cfg.StateDir, self); err == nil && !strings.HasPrefix(rel, "..") {
+		return argv, env, false, nil // hidden from sandboxes with the state dir
+	}
+	setup := jail.RunscSetup{
+		UID: a.cfg.SandboxUID, GID: a.cfg.SandboxUID,
+		Files: []jail.FileCopy{
+			{Src: a.bundle, Dst: systemBundles, IfExists: true},
+			{Src: a.resolv, Dst: []string{"/etc/resolv.conf"}},
+		},
+	}
+	full, err := jail.RunscSetupArgv(self, setup, env, argv)
+	if err != nil {
+		return nil, nil, false, err
+	}
+	return full, jail.RunscSetupEnv, true, nil
 }
 
 // usableDir returns dir if the sandbox user can enter it (it is on the

@@ -30,6 +30,9 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == jail.ExecArg {
 		jail.RunExec()
 	}
+	if len(os.Args) > 1 && os.Args[1] == jail.RunscSetupArg {
+		jail.RunRunscSetup()
+	}
 
 	var cfg hostagent.Config
 	var allowPrivate prefixList

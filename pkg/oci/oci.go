@@ -38,7 +38,17 @@ type Config struct {
 	// writes in a private overlay (runsc --overlay2=root:memory); the
 	// files below never change.
 	WritableRoot bool
+	// StartAsRoot starts Args as root with only the capabilities needed
+	// to give root up (setupCaps), for a first process that installs
+	// files into the private overlay and then becomes UID and GID itself
+	// (the agent's runsc setup stage). It needs WritableRoot.
+	StartAsRoot bool
 }
+
+// setupCaps are what a StartAsRoot process holds: enough to empty its
+// bounding set and change its IDs, nothing that reaches past the sandbox's
+// own files.
+var setupCaps = []string{"CAP_SETPCAP", "CAP_SETUID", "CAP_SETGID"}
 
 func (c *Config) validate() error {
 	switch {
@@ -50,6 +60,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("oci: network namespace path %q: need an absolute path", c.NetNS)
 	case !filepath.IsAbs(c.Home):
 		return fmt.Errorf("oci: home %q: need an absolute path", c.Home)
+	case c.StartAsRoot && !c.WritableRoot:
+		return errors.New("oci: a process started as root must write into a private overlay (WritableRoot)")
 	}
 	return nil
 }
@@ -162,6 +174,11 @@ func build(cfg Config) spec {
 			{Type: "pid"}, {Type: "mount"}, {Type: "ipc"}, {Type: "uts"},
 			{Type: "network", Path: cfg.NetNS},
 		}},
+	}
+	if cfg.StartAsRoot {
+		s.Process.User = user{}
+		c := &s.Process.Capabilities
+		c.Bounding, c.Effective, c.Permitted = setupCaps, setupCaps, setupCaps
 	}
 	tmpfs := cfg.Tmpfs
 	if !cfg.WritableRoot {

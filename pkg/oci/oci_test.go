@@ -55,14 +55,40 @@ func TestWrite(t *testing.T) {
 func TestWriteRefuses(t *testing.T) {
 	base := Config{Args: []string{"true"}, Home: "/home", UID: 1, GID: 1, NetNS: "/run/n"}
 	for name, mod := range map[string]func(*Config){
-		"root user":      func(c *Config) { c.UID = 0 },
-		"no command":     func(c *Config) { c.Args = nil },
-		"relative netns": func(c *Config) { c.NetNS = "n" },
+		"root user":                      func(c *Config) { c.UID = 0 },
+		"no command":                     func(c *Config) { c.Args = nil },
+		"relative netns":                 func(c *Config) { c.NetNS = "n" },
+		"root start on a read-only root": func(c *Config) { c.StartAsRoot = true },
 	} {
 		c := base
 		mod(&c)
 		if err := Write(t.TempDir(), c); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
+	}
+}
+
+// A process started as root holds only what it needs to give root up.
+func TestWriteStartAsRoot(t *testing.T) {
+	cfg := Config{Args: []string{"/bin/keygated", "setup"}, Home: "/home", UID: 1000, GID: 1000,
+		NetNS: "/run/n", WritableRoot: true, StartAsRoot: true}
+	bundle := t.TempDir()
+	if err := Write(bundle, cfg); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(bundle, "config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s spec
+	if err := json.Unmarshal(b, &s); err != nil {
+		t.Fatal(err)
+	}
+	c := s.Process.Capabilities
+	want := []string{"CAP_SETPCAP", "CAP_SETUID", "CAP_SETGID"}
+	if s.Process.User.UID != 0 || !s.Process.NoNewPrivileges || !slices.Equal(c.Bounding, want) ||
+		!slices.Equal(c.Effective, want) || !slices.Equal(c.Permitted, want) || len(c.Inheritable) != 0 ||
+		len(c.Ambient) != 0 || s.Root.Readonly {
+		t.Errorf("process %+v root %+v", s.Process, s.Root)
 	}
 }
