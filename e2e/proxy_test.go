@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -380,11 +381,60 @@ func TestSplice(t *testing.T) {
 	}
 }
 
-// TestRedactsEveryApprovedSecret: an upstream that shows what it received
-// earlier (here /_kg/replay, the previous request's Authorization) cannot
-// hand the sandbox a secret of another of its credentials approved there,
-// nor one sent on an earlier request, whether or not the current request
-// carries a placeholder.
+// TestPassthrough: a sandbox holding placeholders has its TLS terminated
+// everywhere, except on the domains the operator lists with --passthrough:
+// there its session is with the real server (it verifies the world's own
+// certificate, which keygate could not forge), for clients that pin
+// certificates. A passthrough domain that a credential is approved for is
+// terminated still, and gets the secret.
+func TestPassthrough(t *testing.T) {
+	w := world(t)
+	a := startAgent(t, w)
+	key := secret(t)
+	a.mustKG("", "vault", "create", "v")
+	a.mustKG(key+"\n", "cred", "add", "v", "api", "--env", "API_KEY", "--domain", w.APIHost())
+	ca := filepath.Join(binDir, "world-ca-passthrough.pem")
+	if err := os.WriteFile(ca, w.CAPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	other, api := w.OtherHost(), w.APIHost()
+	args := []string{"--vault", "v", "--passthrough", other, "--passthrough", api}
+	out, errOut, code := a.run(args, `curl -sS -m 10 -o /dev/null -w '%{http_code} ' --cacert `+ca+` https://`+other+
+		`/passed -H "Authorization: Bearer $API_KEY"; `+
+		`curl -sS -m 10 -o /dev/null -w '%{http_code}' https://`+api+`/terminated -H "Authorization: Bearer $API_KEY"`)
+	if code != 0 || out != "200 200" || strings.Contains(out+errOut, key) {
+		t.Fatalf("exit %d: %q %s", code, redact(out, key), redact(errOut, key))
+	}
+	reqs := w.Requests(other)
+	if len(reqs) == 0 || reqs[len(reqs)-1].Path != "/passed" {
+		t.Fatal("the passthrough host did not receive the request")
+	}
+	// Relayed unseen: the placeholder went as it was, never the secret.
+	if got := reqs[len(reqs)-1].Header.Get("Authorization"); !strings.HasPrefix(got, "Bearer kgph_") {
+		t.Fatalf("the passthrough host got %q", redact(got, key))
+	}
+	reqs = w.Requests(api)
+	if len(reqs) == 0 || reqs[len(reqs)-1].Header.Get("Authorization") != "Bearer "+key {
+		t.Fatal("the approved host, listed as passthrough too, did not get the secret")
+	}
+	// Without --passthrough the same client fails: keygate terminates and
+	// presents its own certificate, which the pinned CA does not sign.
+	out, _, _ = a.run([]string{"--vault", "v", "--allow", other},
+		`curl -sS -m 10 -o /dev/null -w '%{http_code}' --cacert `+ca+` https://`+other+`/pinned 2>&1; true`)
+	if strings.HasSuffix(out, "200") {
+		t.Fatalf("a pinning client accepted keygate's certificate: %q", out)
+	}
+	var info struct {
+		ID          string
+		Passthrough []string
+	}
+	out = a.mustKG("", "sandbox", "create", "--vault", "v", "--passthrough", other, "--json")
+	if err := json.Unmarshal([]byte(out), &info); err != nil || !slices.Equal(info.Passthrough, []string{other}) {
+		t.Fatalf("sandbox info: %v: %s", err, out)
+	}
+	a.mustKG("", "sandbox", "rm", info.ID)
+}
+
 // After a rotation, an upstream that saw the old key can still quote it: a
 // debug endpoint replaying the last request it got. The sandbox must see
 // its placeholder there too, while the new key is what is sent.
@@ -427,6 +477,11 @@ func TestRedactsRotatedSecret(t *testing.T) {
 	}
 }
 
+// TestRedactsEveryApprovedSecret: an upstream that shows what it received
+// earlier (here /_kg/replay, the previous request's Authorization) cannot
+// hand the sandbox a secret of another of its credentials approved there,
+// nor one sent on an earlier request, whether or not the current request
+// carries a placeholder.
 func TestRedactsEveryApprovedSecret(t *testing.T) {
 	w := world(t)
 	a := startAgent(t, w)

@@ -93,6 +93,9 @@ func (a *Agent) appendAudit(rec audit.Record) {
 func (a *Agent) auditSandbox(s *sandbox, kind audit.Kind) {
 	rec := audit.Record{Kind: kind, Actor: "keygated", Sandbox: s.id,
 		Detail: "address " + s.addr.String() + ", allow " + strings.Join(s.allow, ",")}
+	if len(s.passthrough) > 0 {
+		rec.Detail += ", passthrough " + strings.Join(s.passthrough, ",")
+	}
 	if len(s.vaults) == 0 {
 		a.appendAudit(rec)
 	}

@@ -147,7 +147,8 @@ func (a *Agent) adoptOne(rec sandboxRecord) (*sandbox, error) {
 	}
 	s := &sandbox{
 		id: rec.ID, block: rec.Block, addr: rec.Addr, addr6: rec.Addr6, cgroup: cg,
-		vaults: rec.Vaults, allow: rec.Allow, domains: rec.Domains, open: rec.Open,
+		vaults: rec.Vaults, allow: rec.Allow, passthrough: rec.Passthrough, credDomains: rec.CredDomains,
+		domains: rec.Domains, open: rec.Open,
 		bindings: rec.Bindings, templated: rec.Templated, env: rec.Env, inspect: a.cfg.InspectAll,
 		persistent: rec.Persistent, runtime: rec.Runtime, capture: rec.Capture, rootfs: rec.Rootfs,
 		created: rec.Created, initPID: rec.InitPID, done: make(chan struct{}),

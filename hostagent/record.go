@@ -20,24 +20,26 @@ import (
 // placeholders, never secrets; the state directory is root's alone and
 // hidden from every sandbox.
 type sandboxRecord struct {
-	ID         string             `json:"id"`
-	Block      int                `json:"block"`
-	Addr       netip.Addr         `json:"addr"`
-	Addr6      netip.Addr         `json:"addr6,omitzero"`
-	Cgroup     string             `json:"cgroup"`
-	Vaults     []string           `json:"vaults"`
-	Allow      []string           `json:"allow"`
-	Domains    []string           `json:"domains"`
-	Open       bool               `json:"open,omitempty"`
-	Bindings   map[string]binding `json:"bindings"`
-	Templated  []templateBinding  `json:"templated,omitempty"`
-	Env        []string           `json:"env"`
-	Persistent bool               `json:"persistent,omitempty"`
-	Runtime    string             `json:"runtime"`
-	Capture    string             `json:"capture"`
-	Rootfs     string             `json:"rootfs,omitempty"`
-	Created    time.Time          `json:"created"`
-	InitPID    int                `json:"init_pid,omitempty"` // 0 until the init started
+	ID          string             `json:"id"`
+	Block       int                `json:"block"`
+	Addr        netip.Addr         `json:"addr"`
+	Addr6       netip.Addr         `json:"addr6,omitzero"`
+	Cgroup      string             `json:"cgroup"`
+	Vaults      []string           `json:"vaults"`
+	Allow       []string           `json:"allow"`
+	Passthrough []string           `json:"passthrough,omitempty"`
+	CredDomains []string           `json:"cred_domains,omitempty"`
+	Domains     []string           `json:"domains"`
+	Open        bool               `json:"open,omitempty"`
+	Bindings    map[string]binding `json:"bindings"`
+	Templated   []templateBinding  `json:"templated,omitempty"`
+	Env         []string           `json:"env"`
+	Persistent  bool               `json:"persistent,omitempty"`
+	Runtime     string             `json:"runtime"`
+	Capture     string             `json:"capture"`
+	Rootfs      string             `json:"rootfs,omitempty"`
+	Created     time.Time          `json:"created"`
+	InitPID     int                `json:"init_pid,omitempty"` // 0 until the init started
 }
 
 func (a *Agent) recordDir() string { return filepath.Join(a.cfg.StateDir, "sandboxes") }
@@ -56,7 +58,8 @@ func (a *Agent) runDir() string { return filepath.Dir(a.cfg.Socket) }
 func (a *Agent) saveRecord(s *sandbox) error {
 	rec := sandboxRecord{
 		ID: s.id, Block: s.block, Addr: s.addr, Addr6: s.addr6, Cgroup: s.cgroup.Path,
-		Vaults: s.vaults, Allow: s.allow, Domains: s.domains, Open: s.open,
+		Vaults: s.vaults, Allow: s.allow, Passthrough: s.passthrough, CredDomains: s.credDomains,
+		Domains: s.domains, Open: s.open,
 		Bindings: s.bindings, Templated: s.templated, Env: s.env, Persistent: s.persistent,
 		Runtime: s.runtime, Capture: s.capture, Rootfs: s.rootfs, Created: s.created, InitPID: s.pid(),
 	}

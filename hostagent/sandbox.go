@@ -53,27 +53,29 @@ type templateBinding struct {
 // adoption after a restart) and never changed, so they are read without
 // locking.
 type sandbox struct {
-	id         string
-	block      int        // address pool block
-	addr       netip.Addr // the sandbox's IPv4 source address
-	addr6      netip.Addr // its IPv6 source address, or zero
-	cgroup     *cgroup.Group
-	cgroupID   uint64
-	net        *netns.Net
-	hostIndex  int // interface index of the veth's host end
-	vaults     []string
-	allow      []string           // --allow patterns
-	domains    []string           // allow plus every bound credential's approved domains
-	open       bool               // open mode: any public destination may be reached
-	inspect    bool               // terminate TLS to every host, even without credentials
-	bindings   map[string]binding // placeholder ID → credential
-	templated  []templateBinding  // credentials with a header template
-	env        []string           // VAR=placeholder for each credential
-	persistent bool               // made by sandbox create: lives until rm
-	runtime    string
-	capture    string
-	rootfs     string // runsc: the root it sees; "" = the host's
-	created    time.Time
+	id          string
+	block       int        // address pool block
+	addr        netip.Addr // the sandbox's IPv4 source address
+	addr6       netip.Addr // its IPv6 source address, or zero
+	cgroup      *cgroup.Group
+	cgroupID    uint64
+	net         *netns.Net
+	hostIndex   int // interface index of the veth's host end
+	vaults      []string
+	allow       []string           // --allow patterns
+	passthrough []string           // --passthrough patterns: allowed, relayed without termination
+	credDomains []string           // every bound credential's approved domains
+	domains     []string           // allow, passthrough and credDomains
+	open        bool               // open mode: any public destination may be reached
+	inspect     bool               // terminate TLS to every host, even without credentials
+	bindings    map[string]binding // placeholder ID → credential
+	templated   []templateBinding  // credentials with a header template
+	env         []string           // VAR=placeholder for each credential
+	persistent  bool               // made by sandbox create: lives until rm
+	runtime     string
+	capture     string
+	rootfs      string // runsc: the root it sees; "" = the host's
+	created     time.Time
 
 	done         chan struct{} // closed once the sandbox's init has exited
 	teardownOnce sync.Once
@@ -95,10 +97,23 @@ func (s *sandbox) Allows(host string) bool { return s.open || domain.MatchAny(s.
 
 // Inspect reports whether TLS to host is terminated although no credential
 // is approved for it: whenever the sandbox holds placeholders, so that one
-// sent to the wrong host is refused and audited rather than relayed unseen.
-// A sandbox without credentials has nothing to protect and is spliced,
-// unless the agent inspects everything.
-func (s *sandbox) Inspect(host string) bool { return s.inspect || len(s.bindings) > 0 }
+// sent to the wrong host is refused and audited rather than relayed unseen,
+// except on the --passthrough domains the operator listed for clients that
+// pin certificates. A sandbox without credentials has nothing to protect
+// and is spliced. The agent's --inspect-all terminates everything.
+func (s *sandbox) Inspect(host string) bool {
+	switch {
+	case s.inspect:
+		return true // --inspect-all: the operator forces termination
+	case len(s.bindings) == 0:
+		return false
+	case domain.MatchAny(s.passthrough, host):
+		// Relayed untouched at the operator's word, unless a credential
+		// of the sandbox is approved there and so needs it terminated.
+		return domain.MatchAny(s.credDomains, host)
+	}
+	return true
+}
 
 // SteeredAtVeth reports whether the sandbox is captured at its veth.
 func (s *sandbox) SteeredAtVeth() bool { return s.capture == captureTC }
@@ -109,7 +124,7 @@ func (s *sandbox) info() api.Sandbox {
 		mode = modeOpen
 	}
 	info := api.Sandbox{
-		ID: s.id, Address: s.addr.String(), Vaults: s.vaults, Allow: s.allow,
+		ID: s.id, Address: s.addr.String(), Vaults: s.vaults, Allow: s.allow, Passthrough: s.passthrough,
 		Runtime: s.runtime, Capture: s.capture, Mode: mode, Persistent: s.persistent,
 		Created: s.created, Stats: s.stats.api(),
 	}
@@ -213,13 +228,14 @@ func (r *registry) list() []*sandbox {
 
 // sandboxPlan is a validated sandbox spec, resolved against the store.
 type sandboxPlan struct {
-	vaults  []string
-	allow   []string
-	open    bool
-	runtime string
-	capture string
-	rootfs  string
-	creds   []vault.Credential
+	vaults      []string
+	allow       []string
+	passthrough []string
+	open        bool
+	runtime     string
+	capture     string
+	rootfs      string
+	creds       []vault.Credential
 }
 
 // errUnsupported marks requests for features this build does not have.
@@ -254,6 +270,12 @@ func (a *Agent) plan(spec api.SandboxSpec) (*sandboxPlan, error) {
 			return nil, fmt.Errorf("--allow %w", err)
 		}
 		p.allow = append(p.allow, domain.Normalize(pat))
+	}
+	for _, pat := range spec.Passthrough {
+		if err := domain.ValidatePattern(pat); err != nil {
+			return nil, fmt.Errorf("--passthrough %w", err)
+		}
+		p.passthrough = append(p.passthrough, domain.Normalize(pat))
 	}
 	envs := map[string]string{}
 	for _, v := range spec.Vaults {
@@ -322,21 +344,22 @@ func (a *Agent) createSandbox(p *sandboxPlan, persistent bool) (s *sandbox, err 
 		return nil, err
 	}
 	s = &sandbox{
-		id:         newID(),
-		block:      block,
-		addr:       a.pool.sandbox(block).Addr(),
-		addr6:      a.pool.sandbox6(block).Addr(),
-		vaults:     p.vaults,
-		allow:      p.allow,
-		open:       p.open,
-		inspect:    a.cfg.InspectAll,
-		bindings:   make(map[string]binding),
-		persistent: persistent,
-		runtime:    p.runtime,
-		capture:    p.capture,
-		rootfs:     p.rootfs,
-		created:    time.Now(),
-		done:       make(chan struct{}),
+		id:          newID(),
+		block:       block,
+		addr:        a.pool.sandbox(block).Addr(),
+		addr6:       a.pool.sandbox6(block).Addr(),
+		vaults:      p.vaults,
+		allow:       p.allow,
+		passthrough: p.passthrough,
+		open:        p.open,
+		inspect:     a.cfg.InspectAll,
+		bindings:    make(map[string]binding),
+		persistent:  persistent,
+		runtime:     p.runtime,
+		capture:     p.capture,
+		rootfs:      p.rootfs,
+		created:     time.Now(),
+		done:        make(chan struct{}),
 	}
 	defer func() {
 		if err != nil {
@@ -344,7 +367,7 @@ func (a *Agent) createSandbox(p *sandboxPlan, persistent bool) (s *sandbox, err 
 		}
 	}()
 
-	s.domains = append(s.domains, p.allow...)
+	s.domains = append(slices.Clone(p.allow), p.passthrough...)
 	for _, c := range p.creds {
 		ph, err := placeholder.New(c.Prefix)
 		if err != nil {
@@ -355,6 +378,7 @@ func (a *Agent) createSandbox(p *sandboxPlan, persistent bool) (s *sandbox, err 
 			s.templated = append(s.templated, templateBinding{Vault: c.Vault, Cred: c.Name, Domains: c.Domains})
 		}
 		s.env = append(s.env, c.Env+"="+ph)
+		s.credDomains = append(s.credDomains, c.Domains...)
 		s.domains = append(s.domains, c.Domains...)
 	}
 

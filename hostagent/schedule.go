@@ -54,8 +54,8 @@ func (a *Agent) openScheduleStore() (schedule.Store, error) {
 
 // checkScheduleSpec refuses a schedule whose sandbox could never start.
 func (a *Agent) checkScheduleSpec(sp schedule.Spec) error {
-	_, err := a.plan(api.SandboxSpec{Vaults: sp.Vaults, Allow: sp.Allow, Runtime: sp.Runtime,
-		Capture: sp.Capture, Mode: sp.Mode})
+	_, err := a.plan(api.SandboxSpec{Vaults: sp.Vaults, Allow: sp.Allow, Passthrough: sp.Passthrough,
+		Runtime: sp.Runtime, Capture: sp.Capture, Mode: sp.Mode})
 	return err
 }
 
@@ -117,8 +117,8 @@ var _ schedule.Runner = scheduleRunner{}
 // ctx is done.
 func (r scheduleRunner) Run(ctx context.Context, job schedule.Job, output io.Writer) (schedule.Result, error) {
 	a := r.a
-	plan, err := a.plan(api.SandboxSpec{Vaults: job.Vaults, Allow: job.Allow, Runtime: job.Runtime,
-		Capture: job.Capture, Mode: job.Mode})
+	plan, err := a.plan(api.SandboxSpec{Vaults: job.Vaults, Allow: job.Allow, Passthrough: job.Passthrough,
+		Runtime: job.Runtime, Capture: job.Capture, Mode: job.Mode})
 	if err != nil {
 		return schedule.Result{}, err
 	}

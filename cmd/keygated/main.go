@@ -60,7 +60,7 @@ func main() {
 	flag.StringVar(&cfg.RunscRootfs, "runsc-rootfs", "", "root directory runsc sandboxes see, read-only (default /, the host's)")
 	flag.StringVar(&cfg.RunscDebugLog, "runsc-debug-log", "", "directory for runsc debug logs, one subdirectory per sandbox (default off)")
 	flag.BoolVar(&cfg.InspectAll, "inspect-all", false,
-		"terminate TLS for every sandbox connection; by default sandboxes without credentials are spliced, so certificate pinning works")
+		"terminate TLS for every sandbox connection; by default sandboxes without credentials, and --passthrough domains, are spliced, so certificate pinning works")
 	flag.StringVar(&apiGroup, "api-group", "", "group (name or id) whose members may use the control API besides root")
 	flag.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	flag.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")

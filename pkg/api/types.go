@@ -66,6 +66,13 @@ type SandboxSpec struct {
 	// Rootfs is the root directory a runsc sandbox sees, read-only; ""
 	// means the host's root.
 	Rootfs string `json:"rootfs,omitempty"`
+	// Passthrough domains are allowed, like Allow, and their TLS is never
+	// terminated, for clients that pin certificates: keygate checks the
+	// server name and the DNS pin, then relays the bytes. No credential is
+	// attached there, nor can a placeholder sent there be seen. A domain
+	// one of the sandbox's credentials is approved for is terminated
+	// still.
+	Passthrough []string `json:"passthrough,omitempty"`
 }
 
 // RunRequest is the body of POST /v1/run. The connection is then upgraded:
@@ -103,17 +110,20 @@ type WaitResponse struct {
 
 // Sandbox describes a live sandbox.
 type Sandbox struct {
-	ID         string       `json:"id"`
-	Address    string       `json:"address"`
-	Address6   string       `json:"address6,omitempty"`
-	Vaults     []string     `json:"vaults"`
-	Allow      []string     `json:"allow"`
-	Runtime    string       `json:"runtime"`
-	Capture    string       `json:"capture"`
-	Mode       string       `json:"mode"`
-	Persistent bool         `json:"persistent"` // made by sandbox create; else by run
-	Created    time.Time    `json:"created"`
-	Stats      SandboxStats `json:"stats"`
+	ID       string   `json:"id"`
+	Address  string   `json:"address"`
+	Address6 string   `json:"address6,omitempty"`
+	Vaults   []string `json:"vaults"`
+	Allow    []string `json:"allow"`
+	// Passthrough lists the allowed domains relayed without TLS
+	// termination (SandboxSpec.Passthrough).
+	Passthrough []string     `json:"passthrough,omitempty"`
+	Runtime     string       `json:"runtime"`
+	Capture     string       `json:"capture"`
+	Mode        string       `json:"mode"`
+	Persistent  bool         `json:"persistent"` // made by sandbox create; else by run
+	Created     time.Time    `json:"created"`
+	Stats       SandboxStats `json:"stats"`
 }
 
 // SandboxStats counts what a sandbox's traffic led to.

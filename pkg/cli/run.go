@@ -29,7 +29,7 @@ const reattachTimeout = 2 * time.Minute
 
 // sandboxFlags are the flags shared by run and sandbox create.
 type sandboxFlags struct {
-	vaults, allow                  stringList
+	vaults, allow, passthrough     stringList
 	runtime, capture, mode, rootfs *string
 }
 
@@ -37,6 +37,8 @@ func addSandboxFlags(fs *flag.FlagSet) *sandboxFlags {
 	f := &sandboxFlags{}
 	fs.Var(&f.vaults, "vault", "bind this vault's credentials to the sandbox (repeatable)")
 	fs.Var(&f.allow, "allow", "also allow this domain, without credentials (repeatable; *.suffix and **.suffix work)")
+	fs.Var(&f.passthrough, "passthrough", "also allow this domain and relay its TLS untouched, for clients that pin "+
+		"certificates; no credential is attached there and placeholders sent there go unseen (repeatable)")
 	f.runtime = fs.String("runtime", "native", "sandbox runtime: native or runsc (gVisor)")
 	f.capture = fs.String("capture", "", "egress capture: cgroup or tc (default: cgroup for native, tc for runsc)")
 	f.mode = fs.String("mode", "allowlist", "allowlist: only credential and --allow domains; open: any public host (credentials still only on their domains)")
@@ -45,8 +47,8 @@ func addSandboxFlags(fs *flag.FlagSet) *sandboxFlags {
 }
 
 func (f *sandboxFlags) spec() api.SandboxSpec {
-	return api.SandboxSpec{Vaults: f.vaults, Allow: f.allow, Runtime: *f.runtime, Capture: *f.capture,
-		Mode: *f.mode, Rootfs: *f.rootfs}
+	return api.SandboxSpec{Vaults: f.vaults, Allow: f.allow, Passthrough: f.passthrough, Runtime: *f.runtime,
+		Capture: *f.capture, Mode: *f.mode, Rootfs: *f.rootfs}
 }
 
 func runRun(e *env, args []string) (int, error) {

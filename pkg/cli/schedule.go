@@ -68,7 +68,8 @@ func scheduleCreate(e *env, args []string) (int, error) {
 	dir, _ := os.Getwd()
 	spec := api.ScheduleSpec{
 		Name: pos[0], Cron: *cron, Timezone: *tz,
-		Vaults: sf.vaults, Allow: sf.allow, Runtime: *sf.runtime, Capture: *sf.capture, Mode: *sf.mode,
+		Vaults: sf.vaults, Allow: sf.allow, Passthrough: sf.passthrough, Runtime: *sf.runtime,
+		Capture: *sf.capture, Mode: *sf.mode,
 		Argv: argv, Env: scheduledEnv(), Dir: dir, Timeout: *timeout, MaxConcurrent: *maxConc,
 	}
 	var sc api.Schedule
@@ -161,6 +162,9 @@ func printSchedule(w io.Writer, sc api.Schedule) {
 		{"max-concurrent", strconv.Itoa(sc.MaxConcurrent)},
 		{"created", inZone(sc.Created, sc.Timezone)},
 		{"last run", lastRun(sc)},
+	}
+	if len(sc.Passthrough) > 0 {
+		rows = slices.Insert(rows, 8, [2]string{"passthrough", strings.Join(sc.Passthrough, ",")})
 	}
 	if sc.LastError != "" {
 		rows = append(rows, [2]string{"last error", sc.LastError})

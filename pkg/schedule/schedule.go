@@ -60,11 +60,13 @@ type Spec struct {
 	Timezone string `json:"timezone,omitempty"`
 
 	// The sandbox, as in api.SandboxSpec; "" takes the same defaults.
-	Vaults  []string `json:"vaults,omitempty"`
-	Allow   []string `json:"allow,omitempty"`
-	Runtime string   `json:"runtime,omitempty"`
-	Capture string   `json:"capture,omitempty"`
-	Mode    string   `json:"mode,omitempty"`
+	Vaults []string `json:"vaults,omitempty"`
+	Allow  []string `json:"allow,omitempty"`
+	// Passthrough as in api.SandboxSpec.
+	Passthrough []string `json:"passthrough,omitempty"`
+	Runtime     string   `json:"runtime,omitempty"`
+	Capture     string   `json:"capture,omitempty"`
+	Mode        string   `json:"mode,omitempty"`
 
 	// The command, as in api.RunRequest: Env holds only the caller's
 	// allowlisted variables (never a secret) and Dir is its working
