@@ -75,7 +75,8 @@ type credCache struct {
 	now     func() time.Time
 
 	mu      sync.RWMutex
-	gen     uint64                      // guarded by mu; bumped by invalidate
+	gen     uint64                      // guarded by mu; bumped by invalidate and forget
+	purges  uint64                      // guarded by mu; bumped by forget
 	entries map[credKey]cachedCred      // guarded by mu
 	retired map[credKey][]retiredSecret // guarded by mu; oldest first
 }
@@ -114,7 +115,7 @@ func (c *credCache) get(vaultName, name string) (vault.Credential, *proxy.Secret
 	}
 	c.mu.RLock()
 	e, ok := c.entries[k]
-	gen := c.gen
+	gen, purges := c.gen, c.purges
 	c.mu.RUnlock()
 	if ok && e.stale.IsZero() && c.now().Sub(e.fetched) < c.refresh {
 		return e.meta, e.secret, nil
@@ -132,9 +133,21 @@ func (c *credCache) get(vaultName, name string) (vault.Credential, *proxy.Secret
 	}
 	sec := proxy.NewSecret(secret)
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	c.prune()
-	if c.gen == gen {
-		if old, ok := c.entries[k]; ok && !old.secret.Same(sec) {
+	old, had := c.entries[k]
+	switch {
+	case c.purges != purges:
+		// A removal or archive landed meanwhile: nothing of it is kept.
+	case c.gen != gen:
+		// Another change landed meanwhile, maybe a rotation of this
+		// credential: sec is not cached, but the caller sends it, so
+		// it is kept for redaction unless it is what the entry holds.
+		if !had || !old.secret.Same(sec) {
+			c.retire(k, sec, c.now())
+		}
+	default:
+		if had && !old.secret.Same(sec) {
 			// Replaced: by a change this agent was told of (the entry
 			// went stale then), or one another host made, found now.
 			since := old.stale
@@ -145,7 +158,6 @@ func (c *credCache) get(vaultName, name string) (vault.Credential, *proxy.Secret
 		}
 		c.entries[k] = cachedCred{meta: meta, secret: sec, fetched: c.now()}
 	}
-	c.mu.Unlock()
 	return meta, sec, nil
 }
 
@@ -227,6 +239,7 @@ func (c *credCache) forget(vaultName, name string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.gen++
+	c.purges++
 	match := func(k credKey) bool { return k.vault == vaultName && (name == "" || k.name == name) }
 	maps.DeleteFunc(c.entries, func(k credKey, _ cachedCred) bool { return match(k) })
 	maps.DeleteFunc(c.retired, func(k credKey, _ []retiredSecret) bool { return match(k) })

@@ -267,3 +267,37 @@ func TestCredCacheNoRetention(t *testing.T) {
 		t.Fatalf("%d entries kept stale past the retention", n)
 	}
 }
+
+// A secret read just before a rotation landed is sent by its request, so
+// it is kept for redaction although it is never cached; one read just
+// before a removal is kept nowhere.
+func TestCredCacheInFlightChanges(t *testing.T) {
+	st := &fakeStore{secrets: map[string]string{"v/c": "one"}}
+	c := newCredCache(st, time.Minute, time.Hour)
+	secretOf(t, c)
+	st.set("v/c", "two")
+	c.invalidate()
+	st.during = func() { // a second rotation while "two" is in flight
+		st.set("v/c", "three")
+		c.invalidate()
+	}
+	if got := secretOf(t, c); got != "two" {
+		t.Fatalf("in-flight lookup got %q", got)
+	}
+	if got := secretOf(t, c); got != "three" {
+		t.Fatalf("got %q after the second rotation", got)
+	}
+	if r := retiredOf(c); !slices.Equal(r, []string{"two", "one"}) {
+		t.Fatalf("retired %q, want [two one]", r)
+	}
+
+	st.during = func() { c.forget("v", "c") } // removed while in flight
+	st.set("v/c", "four")
+	c.invalidate()
+	if got := secretOf(t, c); got != "four" {
+		t.Fatalf("in-flight lookup got %q", got)
+	}
+	if cur, ret := held(c); cur != 0 || ret != 0 {
+		t.Fatalf("after a removal in flight: %d cached, %d with retired secrets", cur, ret)
+	}
+}
