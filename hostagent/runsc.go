@@ -33,9 +33,9 @@ const runscHome = "/home"
 
 // runscPersistentArgs is what a persistent runsc sandbox's first process
 // runs: nothing, until commands arrive with runsc exec. It says it runs on
-// its stdout (runscReady) and leaves stdout for /dev/null.
+// its stdout (runscReady), then leaves stdout and stderr for /dev/null.
 var runscPersistentArgs = []string{"/bin/sh", "-c",
-	"echo " + runscReady + "; exec >/dev/null; trap 'exit 0' TERM; while :; do sleep 3600 & wait; done"}
+	"echo " + runscReady + "; exec >/dev/null 2>&1; trap 'exit 0' TERM; while :; do sleep 3600 & wait; done"}
 
 // runscReady is the line a persistent runsc sandbox's first process
 // writes once it runs: the container exists by then, so runsc exec finds
@@ -104,7 +104,7 @@ func (a *Agent) runscEnv(s *sandbox, callerEnv []string) []string {
 // Like the native init, the runsc process is watched and the sandbox torn
 // down when it exits. A nil argv makes a persistent sandbox.
 func (a *Agent) startRunsc(s *sandbox, argv, callerEnv []string, dir string, stdio []*os.File) error {
-	var ready *os.File // a persistent sandbox's stdout, read until it runs
+	var ready *os.File // a persistent sandbox's stdout and stderr, read until it runs
 	if argv == nil {
 		argv = runscPersistentArgs
 		r, w, err := os.Pipe()
@@ -113,7 +113,8 @@ func (a *Agent) startRunsc(s *sandbox, argv, callerEnv []string, dir string, std
 		}
 		defer r.Close()
 		defer w.Close()
-		ready, stdio = r, []*os.File{stdio[0], w, stdio[2]}
+		// stderr too, so that a failed start says why.
+		ready, stdio = r, []*os.File{stdio[0], w, w}
 	}
 	rootfs := cmp.Or(s.rootfs, a.cfg.RunscRootfs)
 	argv, env, asRoot, err := a.runscSetup(rootfs, a.runscEnv(s, callerEnv), argv)
@@ -180,8 +181,8 @@ func waitRunscReady(r *os.File) error {
 	if strings.TrimSpace(line) == runscReady {
 		return nil
 	}
-	if err == nil {
-		err = fmt.Errorf("unexpected output %q", line)
+	if line = strings.TrimSpace(line); line != "" {
+		return fmt.Errorf("runsc sandbox did not start: %s", line)
 	}
 	return fmt.Errorf("runsc sandbox did not start: %w", err)
 }
