@@ -50,7 +50,7 @@ func main() {
 	flag.DurationVar(&cfg.CredentialRefresh, "credential-refresh", hostagent.DefaultCredentialRefresh,
 		"how long the proxy serves a credential from memory before re-reading the store")
 	flag.DurationVar(&cfg.RetiredRedaction, "redact-rotated-for", hostagent.DefaultRetiredRedaction,
-		"how long a secret replaced by a rotation is still redacted from answers, in memory only (never sent; -1s: not at all)")
+		"how long a secret replaced by a rotation is still redacted from answers, in memory only, never sent (0: not at all)")
 	flag.StringVar(&cfg.Store, "store", "", "vault store: empty for the embedded one in STATE-DIR, or etcd://h1:2379,h2:2379[?prefix=/keygate/&cert=F&key=F&ca=F&grace=30s] for a fleet")
 	flag.StringVar(&cfg.Node, "node", "", "this host's name in a fleet: its audit chain and schedule claims (default: the host name)")
 	flag.StringVar(&cfg.MetricsAddr, "metrics-addr", "",
@@ -83,6 +83,12 @@ func main() {
 		fatal(fmt.Errorf("--gc-headroom-mib %d: want 0 or more", gcHeadroom))
 	}
 	defer gctune.Start(uint64(gcHeadroom) << 20).Stop()
+	switch {
+	case cfg.RetiredRedaction < 0:
+		fatal(fmt.Errorf("--redact-rotated-for %v: want 0 or more", cfg.RetiredRedaction))
+	case cfg.RetiredRedaction == 0:
+		cfg.RetiredRedaction = -1 // Config's "not at all"; its 0 is the default
+	}
 	cfg.AllowPrivate = allowPrivate
 	if cfg.SandboxCIDR, err = netip.ParsePrefix(sandboxCIDR); err != nil {
 		fatal(fmt.Errorf("--sandbox-cidr: %w", err))
