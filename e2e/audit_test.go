@@ -181,3 +181,64 @@ func TestAuditDNSDenial(t *testing.T) {
 		}
 	}
 }
+
+// TestAuditRotation: past --audit-max-mib the log moves into segments that
+// continue one chain. Queries and verification read every segment, the
+// agent reopens across a rotation, and the segments hold no secret.
+func TestAuditRotation(t *testing.T) {
+	w := world(t)
+	a := startAgent(t, w, "--audit-max-mib", "1")
+	key := secret(t)
+	a.mustKG("", "vault", "create", "v")
+	a.mustKG(key+"\n", "cred", "add", "v", "api", "--env", "API_KEY", "--domain", w.APIHost())
+	state := filepath.Join(a.dir, "state")
+	segs := func() []string {
+		m, _ := filepath.Glob(filepath.Join(state, "audit.log.[0-9]*"))
+		return m
+	}
+	// Each injection is a record of about 400 bytes: a few thousand fill
+	// more than a MiB.
+	for try := 0; len(segs()) == 0 && try < 5; try++ {
+		out, errOut, code := a.run([]string{"--vault", "v"}, filepath.Join(binDir, "loadclient")+
+			" -url https://"+w.APIHost()+"/rot -c 32 -d 2s -bearer-env API_KEY")
+		if code != 0 {
+			t.Fatalf("loadclient: exit %d: %s %s", code, redact(out, key), redact(errOut, key))
+		}
+	}
+	if len(segs()) == 0 {
+		t.Fatal("no segment after the load")
+	}
+
+	check := func(when string) int {
+		t.Helper()
+		if out, errOut, code := a.kg("", "audit", "verify"); code != 0 {
+			t.Fatalf("%s: audit verify: exit %d: %s %s", when, code, out, errOut)
+		}
+		recs := a.auditRecords(t)
+		for i, r := range recs {
+			if r.Seq != uint64(i+1) {
+				t.Fatalf("%s: record %d has seq %d: a segment was not read", when, i+1, r.Seq)
+			}
+		}
+		if n := countKind(recs, "request.inject", nil); n < 2000 {
+			t.Fatalf("%s: %d injections in the trail", when, n)
+		}
+		return len(recs)
+	}
+	n := check("rotated")
+	a.stop()
+	a.start()
+	if _, errOut, code := a.run([]string{"--vault", "v"}, `curl -sS -m 10 -o /dev/null https://`+w.APIHost()+
+		`/after -H "Authorization: Bearer $API_KEY"`); code != 0 {
+		t.Fatalf("after a restart: exit %d: %s", code, redact(errOut, key))
+	}
+	if m := check("after a restart"); m <= n {
+		t.Fatalf("after a restart: %d records, had %d", m, n)
+	}
+	for _, s := range append(segs(), filepath.Join(state, "audit.log")) {
+		b, err := os.ReadFile(s)
+		if err != nil || bytes.Contains(b, []byte(key)) {
+			t.Fatalf("%s: %v, or it holds the secret", filepath.Base(s), err)
+		}
+	}
+}

@@ -80,7 +80,10 @@ type Config struct {
 	// redacted from answers (never sent): 0 = DefaultRetiredRedaction, < 0 =
 	// not at all.
 	RetiredRedaction time.Duration
-	Logger           *slog.Logger // nil = discard
+	// AuditMaxBytes rotates the embedded store's audit log into segments
+	// past this size (audit.Options.MaxFileBytes); 0 never rotates.
+	AuditMaxBytes int64
+	Logger        *slog.Logger // nil = discard
 }
 
 func (c *Config) setDefaults() error {

@@ -26,7 +26,7 @@ func (a *Agent) openStores(masterKey []byte) error {
 			return err
 		}
 		a.audit, err = audit.OpenFile(filepath.Join(a.cfg.StateDir, "audit.log"), auditKey,
-			audit.Options{Logger: a.log.With("subsystem", "audit")})
+			audit.Options{Logger: a.log.With("subsystem", "audit"), MaxFileBytes: a.cfg.AuditMaxBytes})
 		if err != nil {
 			return fmt.Errorf("open audit log: %w", err)
 		}

@@ -37,7 +37,7 @@ func main() {
 	var cfg hostagent.Config
 	var allowPrivate prefixList
 	var sandboxCIDR, sandboxCIDR6, logFormat, logLevel, apiGroup string
-	var gcHeadroom int
+	var gcHeadroom, auditMaxMiB int
 	flag.StringVar(&cfg.StateDir, "state-dir", "/var/lib/keygate", "directory for the vault store, master key and host CA")
 	flag.StringVar(&cfg.Socket, "socket", api.DefaultSocket, "control API unix socket")
 	flag.StringVar(&cfg.MasterKeyFile, "master-key-file", "", "master key file, created 0600 if absent (default STATE-DIR/master.key)")
@@ -49,6 +49,8 @@ func main() {
 	flag.StringVar(&cfg.CgroupParent, "cgroup-parent", "", "cgroup v2 directory that holds sandbox cgroups (default CGROUP2-ROOT/keygate)")
 	flag.DurationVar(&cfg.CredentialRefresh, "credential-refresh", hostagent.DefaultCredentialRefresh,
 		"how long the proxy serves a credential from memory before re-reading the store")
+	flag.IntVar(&auditMaxMiB, "audit-max-mib", 256,
+		"rotate the audit log (embedded store) into segments beside it past this size; they stay part of the chain: archive, never prune (0: never)")
 	flag.DurationVar(&cfg.RetiredRedaction, "redact-rotated-for", hostagent.DefaultRetiredRedaction,
 		"how long a secret replaced by a rotation is still redacted from answers, in memory only, never sent (0: not at all)")
 	flag.StringVar(&cfg.Store, "store", "", "vault store: empty for the embedded one in STATE-DIR, or etcd://h1:2379,h2:2379[?prefix=/keygate/&cert=F&key=F&ca=F&grace=30s] for a fleet")
@@ -83,6 +85,10 @@ func main() {
 		fatal(fmt.Errorf("--gc-headroom-mib %d: want 0 or more", gcHeadroom))
 	}
 	defer gctune.Start(uint64(gcHeadroom) << 20).Stop()
+	if auditMaxMiB < 0 {
+		fatal(fmt.Errorf("--audit-max-mib %d: want 0 or more", auditMaxMiB))
+	}
+	cfg.AuditMaxBytes = int64(auditMaxMiB) << 20
 	switch {
 	case cfg.RetiredRedaction < 0:
 		fatal(fmt.Errorf("--redact-rotated-for %v: want 0 or more", cfg.RetiredRedaction))

@@ -84,6 +84,8 @@
 //
 // # Growth
 //
-// The log grows without bound, by roughly 300 bytes per record, and Query
-// and Verify read the whole file; see the TODO on File.
+// The log grows by roughly 300 bytes per record. With
+// Options.MaxFileBytes it is rotated into segments that continue one chain
+// (segment.go), so no single file grows without bound; Query and Verify
+// still read every record of every segment.
 package audit

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"sync"
 	"sync/atomic"
 )
 
@@ -37,11 +38,16 @@ type Options struct {
 	// MaxBatch caps the records written and fsynced together. Zero means
 	// DefaultMaxBatch.
 	MaxBatch int
+
+	// MaxFileBytes, if set, rotates the log once it has grown past that
+	// many bytes: the file becomes a segment beside it and a new one
+	// continues the chain (see segment.go). Zero never rotates.
+	MaxFileBytes int64
 }
 
 func (o *Options) validate() error {
-	if o.QueueSize < 0 || o.MaxBatch < 0 {
-		return fmt.Errorf("audit options: %w: negative QueueSize or MaxBatch", ErrInvalid)
+	if o.QueueSize < 0 || o.MaxBatch < 0 || o.MaxFileBytes < 0 {
+		return fmt.Errorf("audit options: %w: negative QueueSize, MaxBatch or MaxFileBytes", ErrInvalid)
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -63,17 +69,21 @@ func (o *Options) validate() error {
 // that stalls stalls the callers with it rather than letting requests pass
 // unrecorded.
 //
-// TODO: the file is never rotated, so its size, and the time Query and
-// Verify take, grow with every record: about 300 bytes each, some 9 GB a
-// year at one record a second. Rotation needs the first record of a new
-// file to chain to the last of the old one, and a verifier that walks the
-// sequence of files.
+// With Options.MaxFileBytes the log is rotated into segments (segment.go);
+// Query and Verify still read every record, so their time grows with the
+// whole trail.
 type File struct {
 	path     string
 	headPath string
 	key      []byte // the audit key, for Verify's own chainer
 	log      *slog.Logger
-	f        *os.File // the log, opened for appending; written only by the writer
+	maxBytes int64 // Options.MaxFileBytes
+
+	// f is the live log, opened for appending; written only by the
+	// writer. fmu is held shared by readers of f and exclusively by the
+	// writer while rotation swaps it.
+	fmu sync.RWMutex
+	f   *os.File
 
 	// size is the length of the complete lines written so far. Readers
 	// read no further, so they never see a line being written.
@@ -109,7 +119,14 @@ func (l *File) Query(f Filter) ([]Record, error) {
 	if l.closed {
 		return nil, ErrClosed
 	}
-	return query(io.NewSectionReader(l.f, 0, l.size.Load()), f)
+	l.fmu.RLock()
+	defer l.fmu.RUnlock()
+	segs, err := openSegments(l.path)
+	if err != nil {
+		return nil, err
+	}
+	defer closeAll(segs)
+	return query(chainReader(segs, io.NewSectionReader(l.f, 0, l.size.Load())), f)
 }
 
 // Verify checks every record written so far against the chain and the
@@ -120,8 +137,16 @@ func (l *File) Verify() (Report, error) {
 	if l.closed {
 		return Report{}, ErrClosed
 	}
+	l.fmu.RLock()
+	defer l.fmu.RUnlock()
+	var segs []*os.File
+	defer func() { closeAll(segs) }()
 	return verifyFiles(l.path, l.key, func() (io.Reader, error) {
-		return io.NewSectionReader(l.f, 0, l.size.Load()), nil
+		var err error
+		if segs, err = openSegments(l.path); err != nil {
+			return nil, err
+		}
+		return chainReader(segs, io.NewSectionReader(l.f, 0, l.size.Load())), nil
 	})
 }
 

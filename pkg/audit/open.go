@@ -39,6 +39,7 @@ func OpenFile(path string, key []byte, opts Options) (*File, error) {
 		headPath: headPath(path),
 		key:      bytes.Clone(key),
 		log:      opts.Logger.With(logSubsystem, "audit"),
+		maxBytes: opts.MaxFileBytes,
 		appender: appender{queue: make(chan request, opts.QueueSize)},
 		done:     make(chan struct{}),
 	}
@@ -67,7 +68,13 @@ func (l *File) open(c *chainer) (uint64, string, error) {
 		return 0, "", tampered(fail)
 	}
 
-	if err := l.openLog(h != nil && h.Seq > 0); err != nil {
+	// After a rotation the live file may be empty, or missing if a crash
+	// came between moving it aside and creating its successor.
+	rotated, err := hasSegments(l.path)
+	if err != nil {
+		return 0, "", err
+	}
+	if err := l.openLog(h != nil && h.Seq > 0 && !rotated); err != nil {
 		return 0, "", err
 	}
 	seq, last, err := l.recoverTail(c, h)
@@ -126,6 +133,13 @@ func (l *File) recoverTail(c *chainer, h *head) (uint64, string, error) {
 		return 0, "", err
 	}
 
+	if line == nil {
+		// Empty since a rotation: the last record is the newest
+		// segment's.
+		if line, err = lastSegmentLine(l.path); err != nil {
+			return 0, "", err
+		}
+	}
 	seq, last := uint64(0), genesis
 	if line != nil {
 		rec, fail := checkLastLine(c, line)

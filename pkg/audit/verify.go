@@ -67,20 +67,44 @@ func (f *Failure) Error() string {
 // while another process appends. The error wraps ErrTampered exactly when
 // the report has a failure.
 func VerifyFile(path string, key []byte) (Report, error) {
-	var f *os.File
-	defer func() {
-		if f != nil {
-			f.Close()
-		}
-	}()
+	var files []*os.File
+	defer func() { closeAll(files) }()
 	return verifyFiles(path, key, func() (io.Reader, error) {
-		var err error
-		f, err = os.Open(path)
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, nil
+		// The live file first, then the segments: a rotation in between
+		// shows the file just opened among the segments, where it is
+		// read once.
+		f, err := os.Open(path)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, err
 		}
-		return f, err
+		segs, serr := openSegments(path)
+		if serr != nil {
+			if f != nil {
+				f.Close()
+			}
+			return nil, serr
+		}
+		files = segs
+		if f == nil {
+			if len(segs) == 0 {
+				return nil, nil
+			}
+			// Rotated, and a crash came before the next file was made.
+			return chainReader(segs, bytes.NewReader(nil)), nil
+		}
+		files = append(files, f)
+		if n := len(segs); n > 0 && sameFile(segs[n-1], f) {
+			return chainReader(segs, bytes.NewReader(nil)), nil
+		}
+		return chainReader(segs, f), nil
 	})
+}
+
+// sameFile reports whether a and b are open on the same file.
+func sameFile(a, b *os.File) bool {
+	ai, err1 := a.Stat()
+	bi, err2 := b.Stat()
+	return err1 == nil && err2 == nil && os.SameFile(ai, bi)
 }
 
 // verifyFiles verifies the log at path against its head. openLog, called

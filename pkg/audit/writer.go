@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"errors"
 	"fmt"
 	"time"
 )
@@ -23,6 +24,7 @@ type writer struct {
 	headAt      time.Time // when the head was last written
 	syncPending bool      // records were written since the last fsync
 	syncedAt    time.Time // when the file was last fsynced
+	rotateAt    time.Time // no rotation before then: the last one failed
 }
 
 // headEvery bounds how often the head file is replaced under load. The
@@ -153,7 +155,43 @@ func (w *writer) commit(batch []request) {
 		}
 		w.updateHead()
 	}
+	if err := w.rotateIfDue(); err != nil {
+		w.l.broken.CompareAndSwap(nil, &err)
+		notify(batch, err)
+		return
+	}
 	notify(batch, nil)
+}
+
+// rotateRetry is how long the writer waits after a failed rotation before
+// it tries again; the log meanwhile grows in its current file.
+const rotateRetry = time.Minute
+
+// rotateIfDue rotates the log once it has passed Options.MaxFileBytes,
+// after syncing it and writing the head, so that the segment is whole and
+// durable and the head names its last record. A rotation that fails is
+// logged and retried later; only one that leaves no file to write to
+// breaks the log.
+func (w *writer) rotateIfDue() error {
+	l := w.l
+	if l.maxBytes == 0 || l.size.Load() < l.maxBytes || time.Now().Before(w.rotateAt) {
+		return nil
+	}
+	if w.syncPending {
+		if err := w.sync(); err != nil {
+			return err
+		}
+	}
+	w.updateHead()
+	err := w.rotate()
+	switch {
+	case errors.Is(err, ErrBroken):
+		return err
+	case err != nil:
+		w.rotateAt = time.Now().Add(rotateRetry)
+		l.log.Error("audit log not rotated; it keeps growing in place", logPath, l.path, logError, err)
+	}
+	return nil
 }
 
 // waited reports whether a request of batch waits for its outcome.
