@@ -16,6 +16,7 @@ var examples = map[string]string{
 	"cred list":   "keygate cred list prod --json",
 	"run": `keygate run --vault prod -- python3 agent.py
   keygate run --vault prod --allow pypi.org --allow files.pythonhosted.org -- pip install requests
+  keygate run --vault prod --passthrough updates.pinned.example -- ./agent   # a client that pins its certificate
   keygate run --runtime runsc --vault prod -- curl https://api.openai.com/v1/models`,
 	"sandbox list": "keygate sandbox list --json",
 	"sandbox create": `id=$(keygate sandbox create --vault prod --allow pypi.org)
