@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -95,6 +96,24 @@ func TestRuntimesAndCaptureModes(t *testing.T) {
 				}
 				if after := sums(); after != before {
 					t.Fatalf("the host's files changed:\n%s\n%s", before, after)
+				}
+			})
+
+			t.Run("passthrough domain spliced", func(t *testing.T) {
+				// The sandbox holds a placeholder, so only --passthrough
+				// lets a client pinned to the world's CA reach a host.
+				ca := filepath.Join(binDir, "world-ca-gvisor.pem")
+				if err := os.WriteFile(ca, w.CAPEM, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				out, errOut, code := a.run(append(slices.Clone(args), "--passthrough", w.OtherHost()),
+					`curl -sS -m 10 -o /dev/null -w '%{http_code}' --cacert `+ca+` https://`+w.OtherHost()+`/gv-passthrough`)
+				if code != 0 || out != "200" {
+					t.Fatalf("exit %d: %q %s", code, out, errOut)
+				}
+				reqs := w.Requests(w.OtherHost())
+				if len(reqs) == 0 || reqs[len(reqs)-1].Path != "/gv-passthrough" {
+					t.Fatal("the passthrough host did not receive the request")
 				}
 			})
 
