@@ -123,9 +123,10 @@ func (k etcdKeys) record(host string, seq uint64) string {
 // archived: the purge's compaction drops only old revisions, and records
 // are never rewritten.
 //
-// TODO: like File, the chains grow without bound and Query and Verify read
-// all of them; a fleet that keeps years of records needs chains that are
-// cut into segments, and segments shipped out of etcd.
+// TODO: the chains grow without bound (a File rotates into local
+// segments; these stay in etcd, under its database quota) and Query and
+// Verify read all of them; a fleet that keeps years of records needs
+// chains cut into segments, and segments shipped out of etcd.
 type Etcd struct {
 	client *clientv3.Client
 	k      etcdKeys
