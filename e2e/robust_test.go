@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -202,4 +203,76 @@ func TestUpstreamFailures(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRequestCap: a sandbox's requests in flight are capped over all its
+// connections (HTTP/2 multiplexes 250 on one); the rest get 429 with the
+// reason, reach nothing, and the cap frees as requests end.
+func TestRequestCap(t *testing.T) {
+	w := world(t)
+	a := startAgent(t, w, "--max-requests-per-sandbox", "4")
+	key := secret(t)
+	a.mustKG("", "vault", "create", "v")
+	a.mustKG(key+"\n", "cred", "add", "v", "api", "--env", "API_KEY", "--domain", w.APIHost())
+	api := "https://" + w.APIHost()
+	var urls []string
+	for i := range 10 {
+		urls = append(urls, fmt.Sprintf("'%s/_kg/download?bytes=%d&slow=%d'", api, 64<<20, i))
+	}
+	before := len(w.Requests(w.APIHost()))
+	out, errOut, _ := a.run([]string{"--vault", "v"}, `curl -sS --http2 -Z --parallel-max 10 --limit-rate 4k -m 6 `+
+		`-o /dev/null -w '%{http_code}\n' -H "Authorization: Bearer $API_KEY" `+strings.Join(urls, " ")+` 2>/dev/null; `+
+		`curl -sS -m 10 -o /dev/null -w 'after %{http_code}\n' `+api+`/after-cap -H "Authorization: Bearer $API_KEY"`)
+	if strings.Contains(out+errOut, key) {
+		t.Fatal("the sandbox saw the secret")
+	}
+	n200, n429 := strings.Count(out, "200\n")-strings.Count(out, "after 200\n"), strings.Count(out, "429\n")
+	if n429 < 1 || n200 > 4 || !strings.Contains(out, "after 200\n") {
+		t.Fatalf("answers (want at most 4 200s, 429s for the rest, then a 200 once they ended):\n%s", out)
+	}
+	slow := 0
+	for _, r := range w.Requests(w.APIHost())[before:] {
+		if strings.Contains(r.Path, "slow=") {
+			slow++
+		}
+	}
+	if slow > 4 {
+		t.Fatalf("the API got %d of the capped requests", slow)
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for countKind(a.auditRecords(t, "--kind", "request.deny"), "request.deny",
+		func(r auditRecord) bool { return r.Reason == "too_many_requests" }) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no request.deny audit record with reason too_many_requests")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestSlowReadersBounded: a sandbox that opens many downloads and reads
+// none cannot make keygated buffer them. With Go's HTTP/2 defaults towards
+// the upstream (4 MiB a stream) 100 such streams took its RSS to 460 MiB
+// within two seconds; the windows are bounded now.
+func TestSlowReadersBounded(t *testing.T) {
+	w := world(t)
+	a := startAgent(t, w)
+	key := secret(t)
+	a.mustKG("", "vault", "create", "v")
+	a.mustKG(key+"\n", "cred", "add", "v", "api", "--env", "API_KEY", "--domain", w.APIHost())
+	var urls []string
+	for i := range 100 {
+		urls = append(urls, fmt.Sprintf("'https://%s/_kg/download?bytes=%d&unread=%d'", w.APIHost(), 64<<20, i))
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		a.run([]string{"--vault", "v"}, `curl -sS --http2 -Z --parallel-max 100 --limit-rate 1k -m 8 -o /dev/null `+
+			`-H "Authorization: Bearer $API_KEY" `+strings.Join(urls, " ")+` 2>/dev/null; true`)
+	}()
+	<-done
+	hwm := peakRSS(t, a.cmd.Process.Pid)
+	if hwm > 200<<20 {
+		t.Fatalf("keygated peak RSS %d MiB with 100 unread downloads", hwm>>20)
+	}
+	t.Logf("keygated peak RSS with 100 unread downloads: %d MiB", hwm>>20)
 }

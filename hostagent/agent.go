@@ -275,6 +275,8 @@ func (a *Agent) startProxy() error {
 		UpstreamRoots: roots,
 		Logger:        a.log.With("subsystem", "proxy"),
 		OnDecision:    a.auditDecision,
+
+		MaxRequestsPerSandbox: a.cfg.MaxRequestsPerSandbox,
 	})
 	if err != nil {
 		return err

@@ -83,7 +83,10 @@ type Config struct {
 	// AuditMaxBytes rotates the embedded store's audit log into segments
 	// past this size (audit.Options.MaxFileBytes); 0 never rotates.
 	AuditMaxBytes int64
-	Logger        *slog.Logger // nil = discard
+	// MaxRequestsPerSandbox caps a sandbox's requests in flight through
+	// the proxy; 0 = proxy.DefaultMaxRequestsPerSandbox.
+	MaxRequestsPerSandbox int
+	Logger                *slog.Logger // nil = discard
 }
 
 func (c *Config) setDefaults() error {

@@ -18,6 +18,7 @@ import (
 	"github.com/keygate/keygate/internal/gctune"
 	"github.com/keygate/keygate/pkg/api"
 	"github.com/keygate/keygate/pkg/jail"
+	"github.com/keygate/keygate/pkg/proxy"
 )
 
 func main() {
@@ -49,6 +50,8 @@ func main() {
 	flag.StringVar(&cfg.CgroupParent, "cgroup-parent", "", "cgroup v2 directory that holds sandbox cgroups (default CGROUP2-ROOT/keygate)")
 	flag.DurationVar(&cfg.CredentialRefresh, "credential-refresh", hostagent.DefaultCredentialRefresh,
 		"how long the proxy serves a credential from memory before re-reading the store")
+	flag.IntVar(&cfg.MaxRequestsPerSandbox, "max-requests-per-sandbox", proxy.DefaultMaxRequestsPerSandbox,
+		"requests a sandbox may have in flight through the proxy at once, over all its connections; more get 429")
 	flag.IntVar(&auditMaxMiB, "audit-max-mib", 256,
 		"rotate the audit log (embedded store) into segments beside it past this size; they stay part of the chain: archive, never prune (0: never)")
 	flag.DurationVar(&cfg.RetiredRedaction, "redact-rotated-for", hostagent.DefaultRetiredRedaction,
@@ -85,6 +88,9 @@ func main() {
 		fatal(fmt.Errorf("--gc-headroom-mib %d: want 0 or more", gcHeadroom))
 	}
 	defer gctune.Start(uint64(gcHeadroom) << 20).Stop()
+	if cfg.MaxRequestsPerSandbox < 1 {
+		fatal(fmt.Errorf("--max-requests-per-sandbox %d: want 1 or more", cfg.MaxRequestsPerSandbox))
+	}
 	if auditMaxMiB < 0 {
 		fatal(fmt.Errorf("--audit-max-mib %d: want 0 or more", auditMaxMiB))
 	}

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -32,6 +33,7 @@ const (
 	ReasonCredentialRemoved  Reason = "credential_removed"
 	ReasonSecretUnavailable  Reason = "secret_unavailable"
 	ReasonTooManyConns       Reason = "too_many_connections"
+	ReasonTooManyRequests    Reason = "too_many_requests"
 	ReasonPlaintextHTTP      Reason = "plaintext_http"
 	ReasonUpstreamFailed     Reason = "upstream_failed"
 	ReasonStoreUnavailable   Reason = "store_unavailable"
@@ -47,6 +49,7 @@ var (
 type denial struct {
 	reason Reason
 	msg    string
+	status int    // the answer's status; 0 = 403
 	vault  string // the credential concerned, if any, for the audit record
 	cred   string
 }
@@ -109,7 +112,7 @@ func credentialDenialMsg(err error) *denial {
 func writeDenial(w http.ResponseWriter, d *denial) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("X-Keygate-Denied", string(d.reason))
-	w.WriteHeader(http.StatusForbidden)
+	w.WriteHeader(cmp.Or(d.status, http.StatusForbidden))
 	json.NewEncoder(w).Encode(struct {
 		Error  string `json:"error"`
 		Reason Reason `json:"reason"`

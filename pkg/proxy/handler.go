@@ -26,6 +26,15 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	in := &injection{sb: ci.sb, host: ci.sni, creds: p.cfg.Credentials}
 	d := ci.denial
 	if d == nil {
+		if !p.startRequest(ci.sb.ID()) {
+			d = deny(ReasonTooManyRequests, "sandbox %s is at its cap of %d requests in flight; retry when some end",
+				ci.sb.ID(), p.cfg.MaxRequestsPerSandbox)
+			d.status = http.StatusTooManyRequests
+		} else {
+			defer p.endRequest(ci.sb.ID())
+		}
+	}
+	if d == nil {
 		d = checkHost(ci, r.Host)
 	}
 	if d == nil && r.Method == http.MethodConnect {

@@ -112,10 +112,20 @@ type Config struct {
 	// MaxConnsPerSandbox caps a sandbox's concurrent connections; more are
 	// refused. 0 = DefaultMaxConnsPerSandbox.
 	MaxConnsPerSandbox int
+	// MaxRequestsPerSandbox caps a sandbox's requests in flight, over all
+	// its connections (WebSocket and streaming answers count until they
+	// end); more get 429. 0 = DefaultMaxRequestsPerSandbox.
+	MaxRequestsPerSandbox int
 }
 
 // DefaultMaxConnsPerSandbox is the connection cap when the Config sets none.
 const DefaultMaxConnsPerSandbox = 1024
+
+// DefaultMaxRequestsPerSandbox is the cap on a sandbox's requests in
+// flight when the Config sets none. With HTTP/2 a connection carries up to
+// 250 streams, so the connection cap alone would let one sandbox hold a
+// quarter of a million, each with buffers and an upstream stream.
+const DefaultMaxRequestsPerSandbox = 1024
 
 func (c *Config) validate() error {
 	if c.Sandboxes == nil || c.OrigDst == nil || c.Pins == nil || c.Certs == nil || c.Credentials == nil {
@@ -132,6 +142,9 @@ func (c *Config) validate() error {
 	}
 	if c.MaxConnsPerSandbox == 0 {
 		c.MaxConnsPerSandbox = DefaultMaxConnsPerSandbox
+	}
+	if c.MaxRequestsPerSandbox == 0 {
+		c.MaxRequestsPerSandbox = DefaultMaxRequestsPerSandbox
 	}
 	return nil
 }
@@ -155,6 +168,9 @@ type Proxy struct {
 	active   map[net.Conn]struct{} // every accepted connection; guarded by mu
 	perSB    map[string]int        // open connections per sandbox ID; guarded by mu
 	shutdown bool                  // set by Shutdown; guarded by mu
+
+	rmu      sync.Mutex
+	inFlight map[string]int // requests in flight per sandbox ID; guarded by rmu
 }
 
 // New returns a proxy; Serve starts it.
@@ -170,6 +186,7 @@ func New(cfg Config) (*Proxy, error) {
 		active:    make(map[net.Conn]struct{}),
 		errLimit:  lograte.New(time.Second),
 		perSB:     make(map[string]int),
+		inFlight:  make(map[string]int),
 	}
 	p.tlsConfig = sandboxTLS(cfg.Certs)
 	p.rp = &httputil.ReverseProxy{
@@ -291,6 +308,26 @@ func (p *Proxy) release(c net.Conn, sb string) {
 	delete(p.active, c)
 	if p.perSB[sb]--; p.perSB[sb] <= 0 {
 		delete(p.perSB, sb)
+	}
+}
+
+// startRequest counts a request of sandbox sb in flight, or reports false
+// when sb is at its cap. endRequest undoes it.
+func (p *Proxy) startRequest(sb string) bool {
+	p.rmu.Lock()
+	defer p.rmu.Unlock()
+	if p.inFlight[sb] >= p.cfg.MaxRequestsPerSandbox {
+		return false
+	}
+	p.inFlight[sb]++
+	return true
+}
+
+func (p *Proxy) endRequest(sb string) {
+	p.rmu.Lock()
+	defer p.rmu.Unlock()
+	if p.inFlight[sb]--; p.inFlight[sb] <= 0 {
+		delete(p.inFlight, sb)
 	}
 }
 
