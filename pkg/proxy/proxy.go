@@ -205,7 +205,12 @@ func New(cfg Config) (*Proxy, error) {
 		ConnContext:       connContext,
 		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
 	}
-	p.h2 = &http2.Server{IdleTimeout: cfg.IdleTimeout, MaxConcurrentStreams: 250}
+	// Upload windows towards the sandbox: data a stream sent that the
+	// upstream has not taken yet waits here. The hop is on the host (tens
+	// of microseconds), so 128 KiB a stream still carries gigabytes a
+	// second, and a sandbox at its request cap holds 128 MiB at most.
+	p.h2 = &http2.Server{IdleTimeout: cfg.IdleTimeout, MaxConcurrentStreams: 250,
+		MaxUploadBufferPerStream: 128 << 10, MaxUploadBufferPerConnection: 1 << 20}
 	// Registers the HTTP/2 server for h1's graceful shutdown (GOAWAY).
 	if err := http2.ConfigureServer(p.h1, p.h2); err != nil {
 		return nil, fmt.Errorf("configure HTTP/2: %w", err)
