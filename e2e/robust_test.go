@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"fmt"
+	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -275,4 +276,34 @@ func TestSlowReadersBounded(t *testing.T) {
 		t.Fatalf("keygated peak RSS %d MiB with 100 unread downloads", hwm>>20)
 	}
 	t.Logf("keygated peak RSS with 100 unread downloads: %d MiB", hwm>>20)
+}
+
+// TestUpstreamConnsEndWithSandbox: upstream connections are a sandbox's
+// own, and go when it ends, not after the idle timeout.
+func TestUpstreamConnsEndWithSandbox(t *testing.T) {
+	w := world(t)
+	a := startAgent(t, w)
+	key := secret(t)
+	a.mustKG("", "vault", "create", "v")
+	a.mustKG(key+"\n", "cred", "add", "v", "api", "--env", "API_KEY", "--domain", w.APIHost())
+	// The API's connections from this (the host's) namespace: keygated's.
+	open := func() int {
+		n := 0
+		for _, dst := range []string{w.API.String() + ":443", "[" + w.API6.String() + "]:443"} {
+			out, err := exec.Command("ss", "-Htn", "state", "established", "dst", dst).Output()
+			if err != nil {
+				t.Fatal(err)
+			}
+			n += strings.Count(string(out), "\n")
+		}
+		return n
+	}
+	before := open()
+	if _, errOut, code := a.run([]string{"--vault", "v"}, `curl -sS -m 10 -o /dev/null https://`+w.APIHost()+
+		`/conn -H "Authorization: Bearer $API_KEY"`); code != 0 {
+		t.Fatalf("exit %d: %s", code, redact(errOut, key))
+	}
+	if !waitFor(5*time.Second, func() bool { return open() <= before }) {
+		t.Fatalf("%d upstream connections still open after the sandbox ended (%d before)", open(), before)
+	}
 }

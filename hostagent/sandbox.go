@@ -436,6 +436,9 @@ func (a *Agent) teardownOnce(s *sandbox) {
 		a.auditSandbox(s, audit.KindSandboxRemove)
 	}
 	a.pins.DropSandbox(s.id)
+	if a.proxy != nil {
+		a.proxy.SandboxGone(s.id)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if s.cgroup != nil {

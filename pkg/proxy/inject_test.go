@@ -382,3 +382,19 @@ func TestPrepareRedactionApprovedSecrets(t *testing.T) {
 		t.Fatalf("secrets fetched for a host none is approved for: %d", len(in.shown))
 	}
 }
+
+// A sandbox that has ended leaves no upstream transport behind; other
+// sandboxes keep theirs.
+func TestUpstreamsForget(t *testing.T) {
+	u := newUpstreams(nil)
+	a := u.transport(upstreamKey{"sb1", "api.example.test"})
+	u.transport(upstreamKey{"sb1", "other.example.test"})
+	b := u.transport(upstreamKey{"sb2", "api.example.test"})
+	if a == b {
+		t.Fatal("two sandboxes share a transport")
+	}
+	u.forget("sb1")
+	if len(u.bySNI) != 1 || u.bySNI[upstreamKey{"sb2", "api.example.test"}] != b {
+		t.Fatalf("after forget(sb1): %v", u.bySNI)
+	}
+}

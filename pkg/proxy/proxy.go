@@ -275,6 +275,10 @@ func (p *Proxy) serve(ln net.Listener, steered bool) error {
 	}
 }
 
+// SandboxGone lets go of what the proxy keeps for sandbox id once it has
+// ended: its upstream connections, closed as soon as they are idle.
+func (p *Proxy) SandboxGone(id string) { p.upstreams.forget(id) }
+
 // Shutdown stops serving HTTP and waits, until ctx is done, for requests
 // in flight; then it closes every connection still open, waits for their
 // goroutines and closes idle upstream connections. The listener passed to

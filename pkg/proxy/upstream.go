@@ -83,6 +83,19 @@ func (u *upstreams) transport(k upstreamKey) *http.Transport {
 	return t
 }
 
+// forget drops sandbox's transports and closes their idle connections;
+// requests still on them finish.
+func (u *upstreams) forget(sandbox string) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for k, t := range u.bySNI {
+		if k.sandbox == sandbox {
+			t.CloseIdleConnections()
+			delete(u.bySNI, k)
+		}
+	}
+}
+
 func (u *upstreams) closeIdle() {
 	u.mu.Lock()
 	defer u.mu.Unlock()
