@@ -186,11 +186,7 @@ func TestAuditDNSDenial(t *testing.T) {
 // continue one chain. Queries and verification read every segment, the
 // agent reopens across a rotation, and the segments hold no secret.
 func TestAuditRotation(t *testing.T) {
-	w := world(t)
-	a := startAgent(t, w, "--audit-max-mib", "1")
-	key := secret(t)
-	a.mustKG("", "vault", "create", "v")
-	a.mustKG(key+"\n", "cred", "add", "v", "api", "--env", "API_KEY", "--domain", w.APIHost())
+	w, a, key := credentialedAgent(t, "--audit-max-mib", "1")
 	state := filepath.Join(a.dir, "state")
 	segs := func() []string {
 		m, _ := filepath.Glob(filepath.Join(state, "audit.log.[0-9]*"))

@@ -226,6 +226,19 @@ func (a *agent) run(runArgs []string, script string) (stdout, stderr string, cod
 
 // secret returns a fresh random secret that cannot occur by chance in any
 // output the tests search.
+// credentialedAgent starts a world and keygated with flags, and a vault
+// "v" holding credential "api" (env API_KEY) approved for the world's API
+// host; it returns the real secret.
+func credentialedAgent(t *testing.T, flags ...string) (*testworld.World, *agent, string) {
+	t.Helper()
+	w := world(t)
+	a := startAgent(t, w, flags...)
+	key := secret(t)
+	a.mustKG("", "vault", "create", "v")
+	a.mustKG(key+"\n", "cred", "add", "v", "api", "--env", "API_KEY", "--domain", w.APIHost())
+	return w, a, key
+}
+
 func secret(t *testing.T) string {
 	t.Helper()
 	return "sk-test-" + randHex(16)

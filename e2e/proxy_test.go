@@ -388,11 +388,7 @@ func TestSplice(t *testing.T) {
 // certificates. A passthrough domain that a credential is approved for is
 // terminated still, and gets the secret.
 func TestPassthrough(t *testing.T) {
-	w := world(t)
-	a := startAgent(t, w)
-	key := secret(t)
-	a.mustKG("", "vault", "create", "v")
-	a.mustKG(key+"\n", "cred", "add", "v", "api", "--env", "API_KEY", "--domain", w.APIHost())
+	w, a, key := credentialedAgent(t)
 	ca := filepath.Join(binDir, "world-ca-passthrough.pem")
 	if err := os.WriteFile(ca, w.CAPEM, 0o644); err != nil {
 		t.Fatal(err)
@@ -439,11 +435,8 @@ func TestPassthrough(t *testing.T) {
 // debug endpoint replaying the last request it got. The sandbox must see
 // its placeholder there too, while the new key is what is sent.
 func TestRedactsRotatedSecret(t *testing.T) {
-	w := world(t)
-	a := startAgent(t, w)
-	oldKey, newKey := secret(t), secret(t)
-	a.mustKG("", "vault", "create", "v")
-	a.mustKG(oldKey+"\n", "cred", "add", "v", "api", "--env", "API_KEY", "--domain", w.APIHost())
+	w, a, oldKey := credentialedAgent(t)
+	newKey := secret(t)
 	api := "https://" + w.APIHost()
 	both := func(s string) string { return redact(redact(s, oldKey), newKey) }
 

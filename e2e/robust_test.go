@@ -210,11 +210,7 @@ func TestUpstreamFailures(t *testing.T) {
 // connections (HTTP/2 multiplexes 250 on one); the rest get 429 with the
 // reason, reach nothing, and the cap frees as requests end.
 func TestRequestCap(t *testing.T) {
-	w := world(t)
-	a := startAgent(t, w, "--max-requests-per-sandbox", "4")
-	key := secret(t)
-	a.mustKG("", "vault", "create", "v")
-	a.mustKG(key+"\n", "cred", "add", "v", "api", "--env", "API_KEY", "--domain", w.APIHost())
+	w, a, key := credentialedAgent(t, "--max-requests-per-sandbox", "4")
 	api := "https://" + w.APIHost()
 	var urls []string
 	for i := range 10 {
@@ -255,22 +251,16 @@ func TestRequestCap(t *testing.T) {
 // the upstream (4 MiB a stream) 100 such streams took its RSS to 460 MiB
 // within two seconds; the windows are bounded now.
 func TestSlowReadersBounded(t *testing.T) {
-	w := world(t)
-	a := startAgent(t, w)
-	key := secret(t)
-	a.mustKG("", "vault", "create", "v")
-	a.mustKG(key+"\n", "cred", "add", "v", "api", "--env", "API_KEY", "--domain", w.APIHost())
+	w, a, key := credentialedAgent(t)
 	var urls []string
 	for i := range 100 {
 		urls = append(urls, fmt.Sprintf("'https://%s/_kg/download?bytes=%d&unread=%d'", w.APIHost(), 64<<20, i))
 	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		a.run([]string{"--vault", "v"}, `curl -sS --http2 -Z --parallel-max 100 --limit-rate 1k -m 8 -o /dev/null `+
-			`-H "Authorization: Bearer $API_KEY" `+strings.Join(urls, " ")+` 2>/dev/null; true`)
-	}()
-	<-done
+	out, errOut, _ := a.run([]string{"--vault", "v"}, `curl -sS --http2 -Z --parallel-max 100 --limit-rate 1k -m 8 `+
+		`-o /dev/null -H "Authorization: Bearer $API_KEY" `+strings.Join(urls, " ")+` 2>/dev/null; true`)
+	if strings.Contains(out+errOut, key) {
+		t.Fatal("the sandbox saw the secret")
+	}
 	hwm := peakRSS(t, a.cmd.Process.Pid)
 	if hwm > 200<<20 {
 		t.Fatalf("keygated peak RSS %d MiB with 100 unread downloads", hwm>>20)
@@ -281,11 +271,7 @@ func TestSlowReadersBounded(t *testing.T) {
 // TestUpstreamConnsEndWithSandbox: upstream connections are a sandbox's
 // own, and go when it ends, not after the idle timeout.
 func TestUpstreamConnsEndWithSandbox(t *testing.T) {
-	w := world(t)
-	a := startAgent(t, w)
-	key := secret(t)
-	a.mustKG("", "vault", "create", "v")
-	a.mustKG(key+"\n", "cred", "add", "v", "api", "--env", "API_KEY", "--domain", w.APIHost())
+	w, a, key := credentialedAgent(t)
 	// The API's connections from this (the host's) namespace: keygated's.
 	open := func() int {
 		n := 0

@@ -19,17 +19,7 @@ func TestWrite(t *testing.T) {
 		Tmpfs: []string{"/var/tmp"},
 	}
 	bundle := filepath.Join(dir, "bundle")
-	if err := Write(bundle, cfg); err != nil {
-		t.Fatal(err)
-	}
-	b, err := os.ReadFile(filepath.Join(bundle, "config.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var s spec
-	if err := json.Unmarshal(b, &s); err != nil {
-		t.Fatal(err)
-	}
+	s := writeSpec(t, bundle, cfg)
 	if !s.Root.Readonly || s.Root.Path != "/" || s.Process.User.UID != 65534 || !s.Process.NoNewPrivileges ||
 		len(s.Process.Capabilities.Bounding) != 0 || s.Process.Cwd != "/home" {
 		t.Errorf("process or root: %+v %+v", s.Process, s.Root)
@@ -73,17 +63,7 @@ func TestWriteStartAsRoot(t *testing.T) {
 	cfg := Config{Args: []string{"/bin/keygated", "setup"}, Home: "/home", UID: 1000, GID: 1000,
 		NetNS: "/run/n", WritableRoot: true, StartAsRoot: true}
 	bundle := t.TempDir()
-	if err := Write(bundle, cfg); err != nil {
-		t.Fatal(err)
-	}
-	b, err := os.ReadFile(filepath.Join(bundle, "config.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var s spec
-	if err := json.Unmarshal(b, &s); err != nil {
-		t.Fatal(err)
-	}
+	s := writeSpec(t, bundle, cfg)
 	c := s.Process.Capabilities
 	want := []string{"CAP_SETPCAP", "CAP_SETUID", "CAP_SETGID"}
 	if s.Process.User.UID != 0 || !s.Process.NoNewPrivileges || !slices.Equal(c.Bounding, want) ||
@@ -91,4 +71,21 @@ func TestWriteStartAsRoot(t *testing.T) {
 		len(c.Ambient) != 0 || s.Root.Readonly {
 		t.Errorf("process %+v root %+v", s.Process, s.Root)
 	}
+}
+
+// writeSpec writes cfg as a bundle in dir and reads the spec back.
+func writeSpec(t *testing.T, dir string, cfg Config) spec {
+	t.Helper()
+	if err := Write(dir, cfg); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s spec
+	if err := json.Unmarshal(b, &s); err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
