@@ -99,7 +99,7 @@ func (in *injection) prepareRedaction() {
 	var retired []shownSecret
 	for _, b := range in.creds.Approved(in.sb, in.host) {
 		for _, sec := range in.creds.Retired(b) {
-			retired = append(retired, shownSecret{sec: sec, as: shownAs(b), vault: b.Vault, cred: b.Credential})
+			retired = append(retired, shownOf(b, sec))
 		}
 		if in.fetched(b) != nil {
 			continue
@@ -108,7 +108,7 @@ func (in *injection) prepareRedaction() {
 		if err != nil {
 			continue // gone since: nothing left to send, nor to find
 		}
-		in.shown = append(in.shown, shownSecret{sec: sec, as: shownAs(b), vault: b.Vault, cred: b.Credential})
+		in.shown = append(in.shown, shownOf(b, sec))
 	}
 	in.red = newRedactor(append(slices.Clip(in.shown), retired...))
 }
@@ -121,6 +121,12 @@ func (in *injection) fetched(b Binding) *Secret {
 		}
 	}
 	return nil
+}
+
+// shownOf is b's secret sec as the response is searched for it: shown as
+// the placeholder the sandbox knows the credential by.
+func shownOf(b Binding, sec *Secret) shownSecret {
+	return shownSecret{sec: sec, as: shownAs(b), vault: b.Vault, cred: b.Credential}
 }
 
 // shownAs is what a secret becomes in a response: the placeholder the
@@ -225,7 +231,7 @@ func (in *injection) secretFor(b Binding) (string, *denial) {
 	if err != nil {
 		return "", credentialDenial(err)
 	}
-	in.shown = append(in.shown, shownSecret{sec: sec, as: shownAs(b), vault: b.Vault, cred: b.Credential})
+	in.shown = append(in.shown, shownOf(b, sec))
 	name := b.Vault + "/" + b.Credential
 	if !slices.Contains(in.used, name) {
 		in.used = append(in.used, name)

@@ -394,7 +394,7 @@ func TestUpstreamsForget(t *testing.T) {
 		t.Fatal("two sandboxes share a transport")
 	}
 	u.forget("sb1")
-	if len(u.bySNI) != 1 || u.bySNI[upstreamKey{"sb2", "api.example.test"}] != b {
-		t.Fatalf("after forget(sb1): %v", u.bySNI)
+	if len(u.byKey) != 1 || u.byKey[upstreamKey{"sb2", "api.example.test"}] != b {
+		t.Fatalf("after forget(sb1): %v", u.byKey)
 	}
 }

@@ -218,8 +218,6 @@ func New(cfg Config) (*Proxy, error) {
 	return p, nil
 }
 
-// Serve accepts connections the cgroup programs redirected to ln until
-// Shutdown; their original destinations come from Config.OrigDst.
 // sandboxTLS is the TLS configuration of connections from sandboxes: a
 // leaf for the name asked for, h2 or HTTP/1.1.
 func sandboxTLS(certs Certificates) *tls.Config {
@@ -241,6 +239,8 @@ func sandboxTLS(certs Certificates) *tls.Config {
 	}
 }
 
+// Serve accepts connections the cgroup programs redirected to ln until
+// Shutdown; their original destinations come from Config.OrigDst.
 func (p *Proxy) Serve(ln net.Listener) error {
 	return p.serve(ln, false)
 }

@@ -37,11 +37,11 @@ type upstreams struct {
 	roots *x509.CertPool
 
 	mu    sync.Mutex
-	bySNI map[upstreamKey]*http.Transport // guarded by mu
+	byKey map[upstreamKey]*http.Transport // guarded by mu
 }
 
 func newUpstreams(roots *x509.CertPool) *upstreams {
-	return &upstreams{roots: roots, bySNI: make(map[upstreamKey]*http.Transport)}
+	return &upstreams{roots: roots, byKey: make(map[upstreamKey]*http.Transport)}
 }
 
 // RoundTrip sends r over the transport for the sandbox and server name of
@@ -54,12 +54,12 @@ func (u *upstreams) RoundTrip(r *http.Request) (*http.Response, error) {
 func (u *upstreams) transport(k upstreamKey) *http.Transport {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	if t, ok := u.bySNI[k]; ok {
+	if t, ok := u.byKey[k]; ok {
 		return t
 	}
-	if len(u.bySNI) >= maxUpstreamHosts {
+	if len(u.byKey) >= maxUpstreamHosts {
 		u.closeIdleLocked()
-		clear(u.bySNI)
+		clear(u.byKey)
 	}
 	sni := k.sni
 	t := &http.Transport{
@@ -79,7 +79,7 @@ func (u *upstreams) transport(k upstreamKey) *http.Transport {
 		IdleConnTimeout:     90 * time.Second,
 		TLSHandshakeTimeout: 10 * time.Second,
 	}
-	u.bySNI[k] = t
+	u.byKey[k] = t
 	return t
 }
 
@@ -88,10 +88,10 @@ func (u *upstreams) transport(k upstreamKey) *http.Transport {
 func (u *upstreams) forget(sandbox string) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	for k, t := range u.bySNI {
+	for k, t := range u.byKey {
 		if k.sandbox == sandbox {
 			t.CloseIdleConnections()
-			delete(u.bySNI, k)
+			delete(u.byKey, k)
 		}
 	}
 }
@@ -103,7 +103,7 @@ func (u *upstreams) closeIdle() {
 }
 
 func (u *upstreams) closeIdleLocked() {
-	for _, t := range u.bySNI {
+	for _, t := range u.byKey {
 		t.CloseIdleConnections()
 	}
 }
