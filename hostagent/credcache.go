@@ -164,8 +164,7 @@ func (c *credCache) get(vaultName, name string) (vault.Credential, *proxy.Secret
 // retire keeps s, the secret k had until since, for redaction until the
 // retention after since. c.mu is held.
 func (c *credCache) retire(k credKey, s *proxy.Secret, since time.Time) {
-	c.prune()
-	if c.retain < 0 || !c.now().Before(since.Add(c.retain)) {
+	if c.pastRetention(since, c.now()) {
 		return
 	}
 	rs := append(c.retired[k], retiredSecret{secret: s, expires: since.Add(c.retain)})
@@ -173,6 +172,12 @@ func (c *credCache) retire(k credKey, s *proxy.Secret, since time.Time) {
 		rs = slices.Delete(rs, 0, len(rs)-maxRetired)
 	}
 	c.retired[k] = rs
+}
+
+// pastRetention reports whether a secret replaced at since is no longer
+// kept at now.
+func (c *credCache) pastRetention(since, now time.Time) bool {
+	return c.retain < 0 || !now.Before(since.Add(c.retain))
 }
 
 // prune drops the retired secrets that have expired. c.mu is held.
@@ -226,7 +231,7 @@ func (c *credCache) invalidate() {
 		case e.stale.IsZero():
 			e.stale = now
 			c.entries[k] = e
-		case c.retain < 0 || !now.Before(e.stale.Add(c.retain)):
+		case c.pastRetention(e.stale, now):
 			delete(c.entries, k)
 		}
 	}

@@ -265,17 +265,12 @@ func (a *Agent) plan(spec api.SandboxSpec) (*sandboxPlan, error) {
 	default:
 		return nil, fmt.Errorf("%w: mode %q: want allowlist or open", vault.ErrInvalid, spec.Mode)
 	}
-	for _, pat := range spec.Allow {
-		if err := domain.ValidatePattern(pat); err != nil {
-			return nil, fmt.Errorf("--allow %w", err)
-		}
-		p.allow = append(p.allow, domain.Normalize(pat))
+	var err error
+	if p.allow, err = domainPatterns("--allow", spec.Allow); err != nil {
+		return nil, err
 	}
-	for _, pat := range spec.Passthrough {
-		if err := domain.ValidatePattern(pat); err != nil {
-			return nil, fmt.Errorf("--passthrough %w", err)
-		}
-		p.passthrough = append(p.passthrough, domain.Normalize(pat))
+	if p.passthrough, err = domainPatterns("--passthrough", spec.Passthrough); err != nil {
+		return nil, err
 	}
 	envs := map[string]string{}
 	for _, v := range spec.Vaults {
@@ -299,6 +294,19 @@ func (a *Agent) plan(spec api.SandboxSpec) (*sandboxPlan, error) {
 		p.creds = append(p.creds, creds...)
 	}
 	return p, nil
+}
+
+// domainPatterns validates the domain patterns given with flag and returns
+// them normalized.
+func domainPatterns(flag string, pats []string) ([]string, error) {
+	var out []string
+	for _, pat := range pats {
+		if err := domain.ValidatePattern(pat); err != nil {
+			return nil, fmt.Errorf("%s %w", flag, err)
+		}
+		out = append(out, domain.Normalize(pat))
+	}
+	return out, nil
 }
 
 // planRuntime checks the runtime and capture mode and picks the default

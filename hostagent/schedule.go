@@ -54,9 +54,14 @@ func (a *Agent) openScheduleStore() (schedule.Store, error) {
 
 // checkScheduleSpec refuses a schedule whose sandbox could never start.
 func (a *Agent) checkScheduleSpec(sp schedule.Spec) error {
-	_, err := a.plan(api.SandboxSpec{Vaults: sp.Vaults, Allow: sp.Allow, Passthrough: sp.Passthrough,
-		Runtime: sp.Runtime, Capture: sp.Capture, Mode: sp.Mode})
+	_, err := a.plan(sandboxSpecOf(sp))
 	return err
+}
+
+// sandboxSpecOf is the sandbox a schedule's runs get.
+func sandboxSpecOf(sp schedule.Spec) api.SandboxSpec {
+	return api.SandboxSpec{Vaults: sp.Vaults, Allow: sp.Allow, Passthrough: sp.Passthrough,
+		Runtime: sp.Runtime, Capture: sp.Capture, Mode: sp.Mode}
 }
 
 // auditScheduleEvent records a run that ended or a due time skipped,
@@ -117,8 +122,7 @@ var _ schedule.Runner = scheduleRunner{}
 // ctx is done.
 func (r scheduleRunner) Run(ctx context.Context, job schedule.Job, output io.Writer) (schedule.Result, error) {
 	a := r.a
-	plan, err := a.plan(api.SandboxSpec{Vaults: job.Vaults, Allow: job.Allow, Passthrough: job.Passthrough,
-		Runtime: job.Runtime, Capture: job.Capture, Mode: job.Mode})
+	plan, err := a.plan(sandboxSpecOf(job.Spec))
 	if err != nil {
 		return schedule.Result{}, err
 	}
