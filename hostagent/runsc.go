@@ -127,7 +127,7 @@ func (a *Agent) startRunsc(s *sandbox, argv, callerEnv []string, dir string, std
 		Hostname: "keygate-" + s.id, NetNS: s.net.Path(), WritableRoot: true,
 		// The control socket needs no hiding: runsc refuses connections
 		// to host unix sockets (--host-uds defaults to none).
-		Hide: []string{a.cfg.StateDir},
+		Hide: runscHidden(a),
 	}
 	if err := oci.Write(a.runscBundle(s.id), cfg); err != nil {
 		return err
@@ -178,13 +178,13 @@ func waitRunscReady(r *os.File) error {
 		return err
 	}
 	line, err := bufio.NewReader(r).ReadString('\n')
-	if strings.TrimSpace(line) == runscReady {
+	switch line = strings.TrimSpace(line); line {
+	case runscReady:
 		return nil
+	case "":
+		return fmt.Errorf("runsc sandbox did not start: %w", err)
 	}
-	if line = strings.TrimSpace(line); line != "" {
-		return fmt.Errorf("runsc sandbox did not start: %s", line)
-	}
-	return fmt.Errorf("runsc sandbox did not start: %w", err)
+	return fmt.Errorf("runsc sandbox did not start: %s", line)
 }
 
 // runscSetup returns the argv and environment of a runsc sandbox's first
@@ -206,8 +206,8 @@ func (a *Agent) runscSetup(rootfs string, env, argv []string) ([]string, []strin
 	if err != nil {
 		return nil, nil, false, fmt.Errorf("find the agent binary: %w", err)
 	}
-	if rel, err := filepath.Rel(a.cfg.StateDir, self); err == nil && !strings.HasPrefix(rel, "..") {
-		return argv, env, false, nil // hidden from sandboxes with the state dir
+	if oci.Under(self, runscHidden(a)) {
+		return argv, env, false, nil // not visible in the sandbox
 	}
 	setup := jail.RunscSetup{
 		UID: a.cfg.SandboxUID, GID: a.cfg.SandboxUID,
@@ -222,6 +222,10 @@ func (a *Agent) runscSetup(rootfs string, env, argv []string) ([]string, []strin
 	}
 	return full, jail.RunscSetupEnv, true, nil
 }
+
+// runscHidden lists what a runsc sandbox must not see of the host's root:
+// the agent's state.
+func runscHidden(a *Agent) []string { return []string{a.cfg.StateDir} }
 
 // usableDir returns dir if the sandbox user can enter it (it is on the
 // shared read-only root), else "" for the home.

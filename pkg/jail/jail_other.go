@@ -57,31 +57,6 @@ func RunExec() {
 	os.Exit(125)
 }
 
-// RunscSetupArg is the argv[1] of the runsc setup stage.
-const RunscSetupArg = "__keygate-runsc-setup"
-
-// RunscSetup is what the runsc setup stage does.
-type RunscSetup struct {
-	UID, GID uint32
-	Files    []FileCopy
-	Envc     int
-}
-
-// RunscSetupEnv is the runsc setup stage's own environment.
-var RunscSetupEnv = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
-
-// FileCopy is one file the runsc setup stage writes.
-type FileCopy struct {
-	Src      string
-	Dst      []string
-	IfExists bool
-}
-
-// RunscSetupArgv reports ErrNotSupported.
-func RunscSetupArgv(string, RunscSetup, []string, []string) ([]string, error) {
-	return nil, ErrNotSupported
-}
-
 // RunRunscSetup exits: there is no sandbox on this system.
 func RunRunscSetup() {
 	fmt.Fprintln(os.Stderr, "keygate:", ErrNotSupported)

@@ -189,7 +189,7 @@ func build(cfg Config) spec {
 			Options: []string{"nosuid", "nodev", "mode=1777"}})
 	}
 	for _, p := range cfg.Hide {
-		if under(p, cfg.Tmpfs) {
+		if Under(p, cfg.Tmpfs) {
 			continue // a fresh tmpfs above it hides it already
 		}
 		if fi, err := os.Stat(p); err == nil && !fi.IsDir() {
@@ -207,8 +207,9 @@ func build(cfg Config) spec {
 	return s
 }
 
-// under reports whether path is one of dirs or below one.
-func under(path string, dirs []string) bool {
+// Under reports whether path is one of dirs or below one: whether Config
+// dirs (Hide, Tmpfs) cover it.
+func Under(path string, dirs []string) bool {
 	for _, d := range dirs {
 		if rel, err := filepath.Rel(d, path); err == nil && rel != ".." && !strings.HasPrefix(rel, "../") {
 			return true
