@@ -121,12 +121,23 @@ func (l *File) Query(f Filter) ([]Record, error) {
 	}
 	l.fmu.RLock()
 	defer l.fmu.RUnlock()
-	segs, err := openSegments(l.path)
+	r, segs, err := l.records()
 	if err != nil {
 		return nil, err
 	}
 	defer closeAll(segs)
-	return query(chainReader(segs, io.NewSectionReader(l.f, 0, l.size.Load())), f)
+	return query(r, f)
+}
+
+// records returns every record written so far, the segments' and then
+// the live file's complete lines, and the segment files to close. l.fmu is
+// held shared.
+func (l *File) records() (io.Reader, []*os.File, error) {
+	segs, err := openSegments(l.path)
+	if err != nil {
+		return nil, nil, err
+	}
+	return chainReader(segs, io.NewSectionReader(l.f, 0, l.size.Load())), segs, nil
 }
 
 // Verify checks every record written so far against the chain and the
@@ -141,12 +152,9 @@ func (l *File) Verify() (Report, error) {
 	defer l.fmu.RUnlock()
 	var segs []*os.File
 	defer func() { closeAll(segs) }()
-	return verifyFiles(l.path, l.key, func() (io.Reader, error) {
-		var err error
-		if segs, err = openSegments(l.path); err != nil {
-			return nil, err
-		}
-		return chainReader(segs, io.NewSectionReader(l.f, 0, l.size.Load())), nil
+	return verifyFiles(l.path, l.key, func() (r io.Reader, err error) {
+		r, segs, err = l.records()
+		return r, err
 	})
 }
 

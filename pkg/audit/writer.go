@@ -182,7 +182,9 @@ func (w *writer) rotateIfDue() error {
 			return err
 		}
 	}
-	w.updateHead()
+	if w.headPending || w.headFailed { // not already written for this batch
+		w.updateHead()
+	}
 	err := w.rotate()
 	switch {
 	case errors.Is(err, ErrBroken):
