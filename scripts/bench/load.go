@@ -156,7 +156,7 @@ func (e *env) runStep(ctx context.Context, r *row, spec loadSpec, d time.Duratio
 		res.cpu = max(cpu1-cpu0-start.proxy, 0)
 	}
 	if m0.ok && m1.ok {
-		busy := m1.busy - m0.busy - e.background*m1.at.Sub(m0.at).Seconds() - start.machine
+		busy := e.busyBetween(m0, m1) - start.machine
 		res.rest = max(busy-max(res.cpu, 0), 0)
 		res.upstream = max(m1.own-m0.own, 0)
 	}
@@ -185,6 +185,12 @@ type machineSample struct {
 	at        time.Time
 	busy, own float64
 	ok        bool
+}
+
+// busyBetween returns the machine's busy CPU seconds from m0 to m1, less
+// the background it keeps with no load.
+func (e *env) busyBetween(m0, m1 machineSample) float64 {
+	return m1.busy - m0.busy - e.background*m1.at.Sub(m0.at).Seconds()
 }
 
 func (e *env) sampleMachine() machineSample {

@@ -252,8 +252,7 @@ func (e *env) sandboxOverhead(ctx context.Context, r *row) startCost {
 	}
 	c := startCost{proxy: (cpu1 - cpu0) / n}
 	if m0.ok && m1.ok {
-		busy := m1.busy - m0.busy - e.background*m1.at.Sub(m0.at).Seconds()
-		c.machine = max(busy/n, c.proxy)
+		c.machine = max(e.busyBetween(m0, m1)/n, c.proxy)
 	}
 	return c
 }
