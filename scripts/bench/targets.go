@@ -125,16 +125,9 @@ func (r *results) directBound(a, b stepResult, goal float64) string {
 	if bound == 0 || b.rps == 0 {
 		return ""
 	}
-	rest, restDirect := a.restPerOK()*1e6, b.restPerOK()*1e6
-	out := fmt.Sprintf("; a proxy costing nothing could reach %.2f× here: client, upstream and kernel took %.0f µs/req",
-		bound/b.rps, rest)
-	if a.upstream >= 0 && b.upstream >= 0 && a.ok > 0 && b.ok > 0 {
-		out += fmt.Sprintf(" (upstream %.0f)", 1e6*a.upstream/float64(a.ok))
-		restDirect := fmt.Sprintf("%.0f (upstream %.0f)", restDirect, 1e6*b.upstream/float64(b.ok))
-		out += ", direct " + restDirect
-	} else {
-		out += fmt.Sprintf(", direct %.0f", restDirect)
-	}
+	rest := a.restPerOK() * 1e6
+	out := fmt.Sprintf("; a proxy costing nothing could reach %.2f× here: client, upstream and kernel took %.0f µs/req%s, "+
+		"direct %.0f%s", bound/b.rps, rest, upstreamShare(a), b.restPerOK()*1e6, upstreamShare(b))
 	// At the goal's req/s the cores give each request cores/rps seconds,
 	// of which the rest takes its share.
 	budget := float64(cores)/(goal*b.rps)*1e6 - rest
@@ -143,6 +136,15 @@ func (r *results) directBound(a, b stepResult, goal float64) string {
 		out += fmt.Sprintf(", keygated took %.0f", 1e6*a.cpu/float64(a.ok))
 	}
 	return out
+}
+
+// upstreamShare names the upstream's part of s's rest per request, or ""
+// when it was not measured.
+func upstreamShare(s stepResult) string {
+	if s.upstream < 0 || s.ok == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (upstream %.0f)", 1e6*s.upstream/float64(s.ok))
 }
 
 func rowName(rr *rowResult) string {
