@@ -16,11 +16,7 @@ import (
 // receives the secret and, where keygate sees the attempt at all, that the
 // audit log records it with its reason.
 func TestAttacks(t *testing.T) {
-	w := world(t)
-	a := startAgent(t, w, "--metrics-addr", fmt.Sprintf("127.0.0.1:%d", freePort(t)))
-	key := secret(t)
-	a.mustKG("", "vault", "create", "v")
-	a.mustKG(key+"\n", "cred", "add", "v", "api", "--env", "API_KEY", "--domain", w.APIHost())
+	w, a, key := credentialedAgent(t, "--metrics-addr", fmt.Sprintf("127.0.0.1:%d", freePort(t)))
 	evil, api := w.AttackerHost(), w.APIHost()
 	sandboxArgs := []string{"--vault", "v", "--allow", evil}
 

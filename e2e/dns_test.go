@@ -13,11 +13,7 @@ import (
 // sandbox, open mode resolves any public name but keeps credentials on
 // their domains, and non-address types for unlisted names never leave.
 func TestDNSPolicy(t *testing.T) {
-	w := world(t)
-	a := startAgent(t, w)
-	key := secret(t)
-	a.mustKG("", "vault", "create", "v")
-	a.mustKG(key+"\n", "cred", "add", "v", "api", "--env", "API_KEY", "--domain", w.APIHost())
+	w, a, key := credentialedAgent(t)
 
 	t.Run("public name resolving to loopback is dropped", func(t *testing.T) {
 		name := "rebind." + w.Zone

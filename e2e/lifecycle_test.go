@@ -19,11 +19,7 @@ import (
 
 // TestPersistentSandbox drives sandbox create, exec, list and rm.
 func TestPersistentSandbox(t *testing.T) {
-	w := world(t)
-	a := startAgent(t, w)
-	key := secret(t)
-	a.mustKG("", "vault", "create", "v")
-	a.mustKG(key+"\n", "cred", "add", "v", "api", "--env", "API_KEY", "--domain", w.APIHost())
+	w, a, key := credentialedAgent(t)
 
 	id := strings.TrimSpace(a.mustKG("", "sandbox", "create", "--vault", "v"))
 	if len(id) != 8 {
@@ -89,11 +85,7 @@ func TestPersistentSandbox(t *testing.T) {
 // down; the restarted agent adopts the sandbox, its requests work again,
 // and `keygate run` reattaches and reports the command's exit status.
 func TestAgentCrashFailsClosed(t *testing.T) {
-	w := world(t)
-	a := startAgent(t, w)
-	key := secret(t)
-	a.mustKG("", "vault", "create", "v")
-	a.mustKG(key+"\n", "cred", "add", "v", "api", "--env", "API_KEY", "--domain", w.APIHost())
+	w, a, key := credentialedAgent(t)
 
 	sb := a.startInteractive(t, []string{"--vault", "v"},
 		`while read x; do curl -sS -m 3 -o /dev/null -w '%{http_code}\n' https://`+w.APIHost()+`/crash `+
@@ -142,11 +134,7 @@ func TestManySandboxes(t *testing.T) {
 	if testing.Short() {
 		t.Skip("100 sandboxes")
 	}
-	w := world(t)
-	a := startAgent(t, w)
-	key := secret(t)
-	a.mustKG("", "vault", "create", "v")
-	a.mustKG(key+"\n", "cred", "add", "v", "api", "--env", "API_KEY", "--domain", w.APIHost())
+	w, a, _ := credentialedAgent(t)
 
 	const count = 100
 	ids := make([]string, 0, count)
@@ -264,11 +252,7 @@ func assertNoSandboxes(t *testing.T, a *agent) {
 // sandbox: the newcomer's clean-up of strays must leave the other agent's
 // sandboxes alone.
 func TestAgentsShareAHost(t *testing.T) {
-	w := world(t)
-	a := startAgent(t, w)
-	key := secret(t)
-	a.mustKG("", "vault", "create", "v")
-	a.mustKG(key+"\n", "cred", "add", "v", "api", "--env", "API_KEY", "--domain", w.APIHost())
+	w, a, _ := credentialedAgent(t)
 	id := strings.TrimSpace(a.mustKG("", "sandbox", "create", "--vault", "v"))
 	curl := []string{"sandbox", "exec", id, "--", "sh", "-c",
 		`curl -sS -m 10 -o /dev/null -w '%{http_code}' https://` + w.APIHost() + `/shared -H "Authorization: Bearer $API_KEY"`}

@@ -32,11 +32,7 @@ func binaryReflectLen(authLen int) int {
 // WebSocket with the credential in the handshake, a 512 MiB upload with
 // the agent's memory bounded, and redaction of an echoed secret.
 func TestProxyProtocols(t *testing.T) {
-	w := world(t)
-	a := startAgent(t, w)
-	key := secret(t)
-	a.mustKG("", "vault", "create", "v")
-	a.mustKG(key+"\n", "cred", "add", "v", "api", "--env", "API_KEY", "--domain", w.APIHost())
+	w, a, key := credentialedAgent(t)
 	api := "https://" + w.APIHost()
 	auth := `-H "Authorization: Bearer $API_KEY"`
 	run := func(t *testing.T, script string) string {
@@ -295,11 +291,7 @@ func peakRSS(t *testing.T, pid int) int64 {
 // TestProxyIdentity runs the identity attacks: each is refused with a
 // reason, and neither the attacker nor the API receives anything from it.
 func TestProxyIdentity(t *testing.T) {
-	w := world(t)
-	a := startAgent(t, w)
-	key := secret(t)
-	a.mustKG("", "vault", "create", "v")
-	a.mustKG(key+"\n", "cred", "add", "v", "api", "--env", "API_KEY", "--domain", w.APIHost())
+	w, a, key := credentialedAgent(t)
 
 	// Another sandbox's placeholder, taken from a sandbox that stays up.
 	other := strings.TrimSpace(a.mustKG("", "sandbox", "create", "--vault", "v"))

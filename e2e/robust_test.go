@@ -106,11 +106,7 @@ for c in conns:
 // connection closed (or answered 431), is recorded with its reason, and
 // keygated goes on serving.
 func TestProxyRobustness(t *testing.T) {
-	w := world(t)
-	a := startAgent(t, w)
-	key := secret(t)
-	a.mustKG("", "vault", "create", "v")
-	a.mustKG(key+"\n", "cred", "add", "v", "api", "--env", "API_KEY", "--domain", w.APIHost())
+	w, a, _ := credentialedAgent(t)
 	const connCap = 1024 // proxy.DefaultMaxConnsPerSandbox
 
 	out, errOut, code := a.run([]string{"--vault", "v"},

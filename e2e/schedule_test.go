@@ -57,11 +57,7 @@ func (a *agent) waitRuns(t *testing.T, name string, n int, within time.Duration)
 // injection, and checks the run history, pause, timeouts, an archived
 // vault and a restart.
 func TestSchedules(t *testing.T) {
-	w := world(t)
-	a := startAgent(t, w)
-	key := secret(t)
-	a.mustKG("", "vault", "create", "v")
-	a.mustKG(key+"\n", "cred", "add", "v", "api", "--env", "API_KEY", "--domain", w.APIHost())
+	w, a, key := credentialedAgent(t)
 
 	a.mustKG("", "schedule", "create", "ping", "--cron", "@every 2s", "--vault", "v", "--",
 		"sh", "-c", `curl -sS -m 10 -o /dev/null -w 'status %{http_code}\n' https://`+w.APIHost()+`/scheduled -H "Authorization: Bearer $API_KEY"`)

@@ -243,11 +243,7 @@ func TestRotationUnderLoad(t *testing.T) {
 // nothing is forwarded; new runs refuse to start; and neither the secret
 // nor its sealed record can be found anywhere in the state directory.
 func TestArchive(t *testing.T) {
-	w := world(t)
-	a := startAgent(t, w)
-	key := secret(t)
-	a.mustKG("", "vault", "create", "v")
-	a.mustKG(key+"\n", "cred", "add", "v", "api", "--env", "API_KEY", "--domain", w.APIHost())
+	w, a, key := credentialedAgent(t)
 	a.mustKG("", "vault", "create", "keep")
 	a.mustKG(secret(t)+"\n", "cred", "add", "keep", "other", "--env", "OTHER_KEY", "--domain", w.OtherHost())
 
