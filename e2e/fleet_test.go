@@ -6,9 +6,12 @@ import (
 	"crypto/rand"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/keygate/keygate/internal/etcdtest"
 	"github.com/keygate/keygate/internal/testutil"
@@ -36,7 +39,7 @@ func TestFleet(t *testing.T) {
 	// A talks to the whole cluster; B only to member 3, so that stopping
 	// member 3 cuts B off while the cluster stays up.
 	a := startAgent(t, w, "--store", "etcd://"+strings.Join(hosts, ",")+"?grace=3s",
-		"--master-key-file", keyFile, "--node", "host-a")
+		"--master-key-file", keyFile, "--node", "host-a", "--audit-etcd-records", "40")
 	b := startAgent(t, w, "--store", "etcd://"+hosts[2]+"?grace=3s", "--master-key-file", keyFile,
 		"--node", "host-b", "--sandbox-cidr", "10.237.0.0/16", "--sandbox-cidr6", "fd6b:6761:7437::/48")
 
@@ -73,6 +76,55 @@ func TestFleet(t *testing.T) {
 			t.Fatalf("B's next request a second after the rotation: %q, new key: %v", out, lastAuth() == "Bearer "+key2)
 		}
 		t.Logf("B's request %v after the rotation carried the new key", time.Since(rotated).Round(time.Millisecond))
+	})
+
+	t.Run("old audit records move out of etcd", func(t *testing.T) {
+		out, _, _ := a.kg("", "sandbox", "exec", sbA, "--", "sh", "-c",
+			`for i in $(seq 60); do curl -sS -m 10 -o /dev/null -w '%{http_code} ' https://`+w.APIHost()+`/fleet -H "Authorization: Bearer $API_KEY"; done`)
+		if got := strings.Count(out, "200 "); got != 60 {
+			t.Fatalf("60 requests from A's sandbox: %q", out)
+		}
+		inEtcd := func() int64 {
+			resp, err := cluster.Client().Get(t.Context(), "/keygate/audit/host-a/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+			if err != nil {
+				t.Fatal(err)
+			}
+			return resp.Count
+		}
+		if !waitFor(10*time.Second, func() bool { return inEtcd() <= 40 }) {
+			t.Fatalf("etcd holds %d of host A's records, want at most 40 (--audit-etcd-records)", inEtcd())
+		}
+		moved, _ := filepath.Glob(filepath.Join(a.dir, "state", "audit-etcd", "host-a", "audit.log.*"))
+		if len(moved) == 0 {
+			t.Fatal("no segment of moved records in A's state dir")
+		}
+		// A still shows every one of its records, seq 1 onwards, and they verify.
+		var recs []struct {
+			Seq  uint64
+			Node string
+		}
+		jsonInto(t, a.mustKG("", "audit", "--json"), &recs)
+		var own []uint64
+		for _, r := range recs {
+			if r.Node == "host-a" {
+				own = append(own, r.Seq)
+			}
+		}
+		// Ordered by time, which two records queued at once may hold in
+		// the other order than their seqs.
+		slices.Sort(own)
+		if len(own) < 62 || own[0] != 1 {
+			t.Fatalf("A's audit shows %d of its records from seq %v, want 62 or more from 1", len(own), own[:min(1, len(own))])
+		}
+		for i, seq := range own {
+			if seq != uint64(i+1) {
+				t.Fatalf("A's records: seq %d at place %d", seq, i+1)
+			}
+		}
+		if out, errOut, code := a.kg("", "audit", "verify"); code != 0 {
+			t.Fatalf("audit verify on A after the move: %s %s", out, errOut)
+		}
+		t.Logf("etcd holds %d of A's %d records; %d segment(s) moved out", inEtcd(), len(own), len(moved))
 	})
 
 	t.Run("losing one etcd member fails no request", func(t *testing.T) {
@@ -170,9 +222,15 @@ func TestFleet(t *testing.T) {
 	}
 	a.stop()
 	b.stop()
+	moved, _ := filepath.Glob(filepath.Join(a.dir, "state", "audit-etcd", "host-a", "*"))
 	for _, k := range []string{key1, key2} {
 		if strings.Contains(a.log.String()+b.log.String(), k) {
 			t.Fatal("a secret appeared in an agent's log")
+		}
+		for _, f := range moved {
+			if b, _ := os.ReadFile(f); strings.Contains(string(b), k) {
+				t.Fatalf("a secret appeared in %s", f)
+			}
 		}
 	}
 }

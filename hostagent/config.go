@@ -83,6 +83,10 @@ type Config struct {
 	// AuditMaxBytes rotates the embedded store's audit log into segments
 	// past this size (audit.Options.MaxFileBytes); 0 never rotates.
 	AuditMaxBytes int64
+	// AuditEtcdRecords is about how many of this host's audit records stay
+	// in etcd (an etcd:// store); older ones move to a local log under
+	// STATE-DIR/audit-etcd (audit.EtcdOptions.MaxRecords). 0 keeps all.
+	AuditEtcdRecords int
 	// MaxRequestsPerSandbox caps a sandbox's requests in flight through
 	// the proxy; 0 = proxy.DefaultMaxRequestsPerSandbox.
 	MaxRequestsPerSandbox int

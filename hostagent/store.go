@@ -46,6 +46,7 @@ func (a *Agent) openStores(masterKey []byte) error {
 	a.etcdPrefix = cmp.Or(cfg.Prefix, vault.DefaultEtcdPrefix)
 	a.audit, err = audit.OpenEtcd(st.Client(), auditKey, audit.EtcdOptions{
 		Prefix: cfg.Prefix, Host: a.nodeName(), Logger: a.log.With("subsystem", "audit"),
+		MaxRecords: a.cfg.AuditEtcdRecords, ExportDir: filepath.Join(a.cfg.StateDir, "audit-etcd"),
 	})
 	if err != nil {
 		return fmt.Errorf("open fleet audit log: %w", err)

@@ -54,6 +54,8 @@ func main() {
 		"requests a sandbox may have in flight through the proxy at once, over all its connections; more get 429")
 	flag.IntVar(&auditMaxMiB, "audit-max-mib", 256,
 		"rotate the audit log (embedded store) into segments beside it past this size; they stay part of the chain: archive, never prune (0: never)")
+	flag.IntVar(&cfg.AuditEtcdRecords, "audit-etcd-records", 200_000,
+		"with an etcd:// store, about how many of this host's audit records stay in etcd; older ones move to STATE-DIR/audit-etcd/HOST/audit.log, which stays part of the chain (0: keep all in etcd)")
 	flag.DurationVar(&cfg.RetiredRedaction, "redact-rotated-for", hostagent.DefaultRetiredRedaction,
 		"how long a secret replaced by a rotation is still redacted from answers, in memory only, never sent (0: not at all)")
 	flag.StringVar(&cfg.Store, "store", "", "vault store: empty for the embedded one in STATE-DIR, or etcd://h1:2379,h2:2379[?prefix=/keygate/&cert=F&key=F&ca=F&grace=30s] for a fleet")
@@ -95,6 +97,9 @@ func main() {
 		fatal(fmt.Errorf("--audit-max-mib %d: want 0 or more", auditMaxMiB))
 	}
 	cfg.AuditMaxBytes = int64(auditMaxMiB) << 20
+	if cfg.AuditEtcdRecords < 0 {
+		fatal(fmt.Errorf("--audit-etcd-records %d: want 0 or more", cfg.AuditEtcdRecords))
+	}
 	switch {
 	case cfg.RetiredRedaction < 0:
 		fatal(fmt.Errorf("--redact-rotated-for %v: want 0 or more", cfg.RetiredRedaction))

@@ -22,6 +22,12 @@ const keyInfo = "keygate audit v1"
 // begin with a 32-byte hash and then '{', so the two never coincide.
 const headPurpose = "keygate audit head v1\x00"
 
+// basePurpose prefixes the input of the HMAC that seals an etcd chain's
+// base (the last record moved out of etcd). It differs from headPurpose so
+// a head cannot be passed off as a base: that would claim every record of
+// the chain had been moved out.
+const basePurpose = "keygate audit base v1\x00"
+
 // hashSize is the size of a record hash: one HMAC-SHA256.
 const hashSize = sha256.Size
 
@@ -73,8 +79,18 @@ func (c *chainer) recordHash(prev string, body []byte) string {
 
 // headHash returns the HMAC that seals a head file naming seq and hash.
 func (c *chainer) headHash(seq uint64, recHash string) string {
+	return c.seal(headPurpose, seq, recHash)
+}
+
+// baseHash returns the HMAC that seals an etcd chain's base naming seq and
+// hash.
+func (c *chainer) baseHash(seq uint64, recHash string) string {
+	return c.seal(basePurpose, seq, recHash)
+}
+
+func (c *chainer) seal(purpose string, seq uint64, recHash string) string {
 	c.mac.Reset()
-	c.mac.Write([]byte(headPurpose))
+	c.mac.Write([]byte(purpose))
 	c.mac.Write(binary.BigEndian.AppendUint64(nil, seq))
 	c.mac.Write([]byte(recHash))
 	return hex.EncodeToString(c.mac.Sum(nil))

@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -20,6 +21,7 @@ import (
 //
 //	P audit/HOST/SEQ     one record: its canonical line (the File format), SEQ as 20 digits
 //	P audit-head/HOST    the chain's head: JSON head, as in a File's head file
+//	P audit-base/HOST    where the chain in etcd begins, once records have been moved out (etcd_export.go)
 //
 // Every record carries its chain's name in Node, under the HMAC, so a
 // record moved to another host's chain fails verification.
@@ -59,6 +61,13 @@ type EtcdOptions struct {
 	// QueueSize is how many records Append can queue ahead of the writer
 	// before it blocks. Zero means DefaultQueueSize.
 	QueueSize int
+	// MaxRecords, if not zero, is about how many of this host's records
+	// stay in etcd; older ones are moved to a local log under ExportDir
+	// (see etcd_export.go). Zero keeps every record in etcd.
+	MaxRecords int
+	// ExportDir holds the local logs of records moved out of etcd, one
+	// per host at ExportDir/HOST/audit.log. Required with MaxRecords.
+	ExportDir string
 }
 
 func (o *EtcdOptions) validate() error {
@@ -67,6 +76,9 @@ func (o *EtcdOptions) validate() error {
 	}
 	if o.QueueSize < 0 {
 		return fmt.Errorf("audit options: %w: negative QueueSize", ErrInvalid)
+	}
+	if o.MaxRecords < 0 || o.MaxRecords > 0 && o.ExportDir == "" {
+		return fmt.Errorf("audit options: %w: MaxRecords needs an ExportDir and may not be negative", ErrInvalid)
 	}
 	if o.Prefix == "" {
 		o.Prefix = DefaultEtcdPrefix
@@ -103,8 +115,10 @@ type etcdKeys struct{ prefix string }
 
 func (k etcdKeys) records() string          { return k.prefix + "audit/" }
 func (k etcdKeys) heads() string            { return k.prefix + "audit-head/" }
+func (k etcdKeys) bases() string            { return k.prefix + "audit-base/" }
 func (k etcdKeys) chain(host string) string { return k.records() + host + "/" }
 func (k etcdKeys) head(host string) string  { return k.heads() + host }
+func (k etcdKeys) base(host string) string  { return k.bases() + host }
 func (k etcdKeys) record(host string, seq uint64) string {
 	return fmt.Sprintf("%s%020d", k.chain(host), seq)
 }
@@ -123,16 +137,19 @@ func (k etcdKeys) record(host string, seq uint64) string {
 // archived: the purge's compaction drops only old revisions, and records
 // are never rewritten.
 //
-// TODO: the chains grow without bound (a File rotates into local
-// segments; these stay in etcd, under its database quota) and Query and
-// Verify read all of them; a fleet that keeps years of records needs
-// chains cut into segments, and segments shipped out of etcd.
+// With EtcdOptions.MaxRecords, a host's older records move out of etcd to
+// a local log (etcd_export.go), so the chains stay within etcd's quota.
+// Query and Verify then see every host's records still in etcd and this
+// host's moved ones; another host's moved records are on that host.
 type Etcd struct {
-	client *clientv3.Client
-	k      etcdKeys
-	host   string
-	key    []byte
-	log    *slog.Logger
+	client    *clientv3.Client
+	k         etcdKeys
+	host      string
+	key       []byte
+	log       *slog.Logger
+	exportDir string        // "" when records stay in etcd
+	exp       *etcdExporter // nil when records stay in etcd
+	expDone   chan struct{} // closed when the exporter has returned
 
 	appender                    // the queue to the writer; broken if the chain was taken
 	done     chan struct{}      // closed when the writer has returned
@@ -157,19 +174,30 @@ func OpenEtcd(client *clientv3.Client, key []byte, opts EtcdOptions) (*Etcd, err
 	}
 
 	l := &Etcd{
-		client:   client,
-		k:        etcdKeys{prefix: opts.Prefix},
-		host:     opts.Host,
-		key:      append([]byte(nil), key...),
-		log:      opts.Logger.With(logSubsystem, "audit-etcd"),
-		appender: appender{queue: make(chan request, opts.QueueSize)},
-		done:     make(chan struct{}),
+		client:    client,
+		k:         etcdKeys{prefix: opts.Prefix},
+		host:      opts.Host,
+		key:       append([]byte(nil), key...),
+		log:       opts.Logger.With(logSubsystem, "audit-etcd"),
+		appender:  appender{queue: make(chan request, opts.QueueSize)},
+		done:      make(chan struct{}),
+		exportDir: opts.ExportDir,
 	}
 	l.ctx, l.stop = context.WithCancel(context.Background())
 	w := &etcdWriter{l: l, c: c}
+	if opts.MaxRecords > 0 {
+		ec, _ := newChainer(key)
+		l.exp = &etcdExporter{l: l, c: ec, path: exportPath(opts.ExportDir, opts.Host),
+			max: uint64(opts.MaxRecords), kick: make(chan struct{}, 1)}
+		l.expDone = make(chan struct{})
+	}
 	if err := w.recover(); err != nil {
 		l.stop()
 		return nil, fmt.Errorf("open audit chain %s: %w", opts.Host, err)
+	}
+	if l.exp != nil {
+		l.exp.committedUpTo(w.seq) // a chain already over the limit
+		go l.exp.run(l.expDone)
 	}
 	go w.run()
 	return l, nil
@@ -188,17 +216,23 @@ func (l *Etcd) AppendSync(ctx context.Context, r Record) error {
 }
 
 // Query returns the records of every host's chain that match f, oldest
-// first; records with the same time keep their chain's order. It does not
+// first; records with the same time keep their chain's order. The chains
+// are those in etcd and this host's records moved out of it. It does not
 // check the chains; Verify does. A record that does not parse fails the
 // query with an error wrapping ErrTampered.
 func (l *Etcd) Query(f Filter) ([]Record, error) {
-	chains, _, err := l.read()
+	v, err := l.read()
 	if err != nil {
 		return nil, err
 	}
-	var out []Record
-	for _, host := range slices.Sorted(maps.Keys(chains)) {
-		for i, line := range chains[host] {
+	all := f
+	all.Limit = 0
+	out, err := l.queryMoved(all, v.bases[l.host])
+	if err != nil {
+		return nil, err
+	}
+	for _, host := range slices.Sorted(maps.Keys(v.chains)) {
+		for i, line := range v.chains[host] {
 			var rec Record
 			if err := json.Unmarshal(line, &rec); err != nil {
 				return nil, fmt.Errorf("query audit chain %s: record %d: %w: %w", host, i+1, err, ErrTampered)
@@ -215,11 +249,41 @@ func (l *Etcd) Query(f Filter) ([]Record, error) {
 	return out, nil
 }
 
-// read returns every chain's lines in seq order and every head, as of one
-// revision.
-func (l *Etcd) read() (chains map[string][][]byte, heads map[string][]byte, err error) {
+// queryMoved returns the records of this host's export log that match f
+// and lie at or before base, the seq the chain in etcd begins after (a
+// segment whose move did not land yet is in etcd too). There is no export
+// log when nothing has moved.
+func (l *Etcd) queryMoved(f Filter, base []byte) ([]Record, error) {
+	if l.exportDir == "" || base == nil {
+		return nil, nil
+	}
+	var b head
+	if err := json.Unmarshal(base, &b); err != nil {
+		return nil, fmt.Errorf("query audit chain %s: base: %w: %w", l.host, err, ErrTampered)
+	}
+	segs, err := openSegments(exportPath(l.exportDir, l.host))
+	if err != nil {
+		return nil, fmt.Errorf("query audit records moved out of etcd: %w", err)
+	}
+	defer closeAll(segs)
+	recs, err := query(chainReader(segs, bytes.NewReader(nil)), f)
+	if err != nil {
+		return nil, err
+	}
+	return slices.DeleteFunc(recs, func(r Record) bool { return r.Seq > b.Seq }), nil
+}
+
+// etcdView is every chain as of one revision.
+type etcdView struct {
+	chains map[string][][]byte // each host's lines in seq order
+	heads  map[string][]byte
+	bases  map[string][]byte // for the chains records were moved out of
+}
+
+// read returns every chain's lines, heads and bases, as of one revision.
+func (l *Etcd) read() (etcdView, error) {
 	if l.isClosed() {
-		return nil, nil, ErrClosed
+		return etcdView{}, ErrClosed
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), etcdTimeout)
@@ -228,20 +292,24 @@ func (l *Etcd) read() (chains map[string][][]byte, heads map[string][]byte, err 
 	resp, err := l.client.Txn(ctx).Then(
 		clientv3.OpGet(l.k.records(), clientv3.WithPrefix(), sorted),
 		clientv3.OpGet(l.k.heads(), clientv3.WithPrefix()),
+		clientv3.OpGet(l.k.bases(), clientv3.WithPrefix()),
 	).Commit()
 	if err != nil {
-		return nil, nil, fmt.Errorf("read audit chains: %w", err)
+		return etcdView{}, fmt.Errorf("read audit chains: %w", err)
 	}
 
-	chains, heads = map[string][][]byte{}, map[string][]byte{}
+	v := etcdView{chains: map[string][][]byte{}, heads: map[string][]byte{}, bases: map[string][]byte{}}
 	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
 		host, _, _ := strings.Cut(strings.TrimPrefix(string(kv.Key), l.k.records()), "/")
-		chains[host] = append(chains[host], kv.Value)
+		v.chains[host] = append(v.chains[host], kv.Value)
 	}
 	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
-		heads[strings.TrimPrefix(string(kv.Key), l.k.heads())] = kv.Value
+		v.heads[strings.TrimPrefix(string(kv.Key), l.k.heads())] = kv.Value
 	}
-	return chains, heads, nil
+	for _, kv := range resp.Responses[2].GetResponseRange().Kvs {
+		v.bases[strings.TrimPrefix(string(kv.Key), l.k.bases())] = kv.Value
+	}
+	return v, nil
 }
 
 // Close waits until every queued record is committed, or gives up on the
@@ -259,5 +327,8 @@ func (l *Etcd) Close() error {
 		<-l.done
 	}
 	l.stop()
+	if l.expDone != nil {
+		<-l.expDone
+	}
 	return l.brokenErr()
 }

@@ -1,19 +1,24 @@
 package audit
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"slices"
+	"strings"
 
 	"github.com/keygate/keygate/internal/mapkeys"
 )
 
 // Verify checks every host's chain against the audit key and its head and
 // reports the first bad record, with Failure.Chain naming its chain and
-// Failure.Line its seq there. Records counts the records verified in all
-// chains; LastHash and HeadSeq, which belong to one chain, are left empty.
-// A failing log wraps ErrTampered; other errors are etcd's.
+// Failure.Line its seq there. A chain records were moved out of begins
+// after its base; this host's moved records are verified too, in their
+// export log, which must end at the base. Records counts the records
+// verified in all chains; LastHash and HeadSeq, which belong to one chain,
+// are left empty. A failing log wraps ErrTampered; other errors are etcd's.
 func (l *Etcd) Verify() (Report, error) {
-	chains, heads, err := l.read()
+	v, err := l.read()
 	if err != nil {
 		return Report{}, err
 	}
@@ -23,32 +28,76 @@ func (l *Etcd) Verify() (Report, error) {
 	}
 
 	var rep Report
-	for _, host := range mapkeys.SortedUnion(chains, heads) {
+	for _, host := range mapkeys.SortedUnion(v.chains, v.heads) {
 		var h *head
-		if raw, ok := heads[host]; ok {
+		if raw, ok := v.heads[host]; ok {
 			hd, fail := parseHead(raw, c)
 			if fail != nil {
 				return failed(rep, host, fail)
 			}
 			h = &hd
 		}
-		n, fail := verifyChain(c, host, chains[host], h)
+		b := head{Hash: genesis}
+		if raw, ok := v.bases[host]; ok {
+			var fail *Failure
+			if b, fail = parseBase(raw, c); fail != nil {
+				return failed(rep, host, fail)
+			}
+		}
+		n, fail := verifyChain(c, host, v.chains[host], h, b)
 		rep.Records += n
 		if fail != nil {
 			return failed(rep, host, fail)
+		}
+		if host == l.host && b.Seq > 0 {
+			n, fail, err := l.verifyMoved(b)
+			if err != nil {
+				return Report{}, err
+			}
+			rep.Records += n
+			if fail != nil {
+				return failed(rep, host, fail)
+			}
 		}
 	}
 	rep.OK = true
 	return rep, nil
 }
 
+// verifyMoved verifies this host's export log and that it reaches the
+// chain's base b, and returns how many of its records, up to b, verified.
+// A log moved elsewhere whole is not a failure here (verify it where it
+// is, with VerifyFile); one that is there must hold.
+func (l *Etcd) verifyMoved(b head) (int, *Failure, error) {
+	if l.exportDir == "" {
+		return 0, nil, nil
+	}
+	path := exportPath(l.exportDir, l.host)
+	rep, err := VerifyFile(path, l.key)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return 0, nil, nil
+	case rep.Failure != nil:
+		rep.Failure.Detail = strings.TrimSpace("in " + path + ": " + rep.Failure.Detail)
+		return min(rep.Records, int(b.Seq)), rep.Failure, nil
+	case err != nil:
+		return 0, nil, err
+	case rep.HeadSeq < b.Seq || rep.HeadSeq == b.Seq && !equalHash(rep.LastHash, b.Hash):
+		// A log ahead of the base holds a segment whose move did not land:
+		// those records are still in etcd, which verified them.
+		return rep.Records, &Failure{Line: int(rep.HeadSeq), Reason: ReasonExportMismatch,
+			Detail: fmt.Sprintf("%s ends at seq %d, the chain in etcd begins after seq %d", path, rep.HeadSeq, b.Seq)}, nil
+	}
+	return int(b.Seq), nil, nil
+}
+
 // verifyChain checks the lines of host's chain, in seq order, against h,
-// its head (nil if none). It returns how many verified before the first
-// failure.
-func verifyChain(c *chainer, host string, lines [][]byte, h *head) (int, *Failure) {
-	prev := genesis
+// its head (nil if none), and b, its base: the first line must follow the
+// record b names. It returns how many verified before the first failure.
+func verifyChain(c *chainer, host string, lines [][]byte, h *head, b head) (int, *Failure) {
+	prev := b.Hash
 	for i, line := range lines {
-		n := i + 1
+		n := int(b.Seq) + i + 1
 		rec, fail := verifyLine(c, line, n, prev)
 		switch {
 		case fail != nil:
@@ -65,7 +114,10 @@ func verifyChain(c *chainer, host string, lines [][]byte, h *head) (int, *Failur
 		}
 		prev = rec.Hash
 	}
-	return len(lines), checkLength(len(lines), h)
+	if h != nil && len(lines) == 0 && b.Seq > 0 && h.Seq == b.Seq && !equalHash(h.Hash, b.Hash) {
+		return 0, &Failure{Line: int(b.Seq), Reason: ReasonHeadMismatch}
+	}
+	return len(lines), checkLength(int(b.Seq)+len(lines), h)
 }
 
 // failed completes a report that found fail in host's chain.

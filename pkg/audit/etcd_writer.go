@@ -39,6 +39,7 @@ func (w *etcdWriter) recover() error {
 		clientv3.OpGet(w.l.k.head(host)),
 		clientv3.OpGet(w.l.k.chain(host), clientv3.WithPrefix(),
 			clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend), clientv3.WithLimit(1)),
+		clientv3.OpGet(w.l.k.base(host)),
 	).Commit()
 	if err != nil {
 		return fmt.Errorf("read audit chain: %w", err)
@@ -52,7 +53,16 @@ func (w *etcdWriter) recover() error {
 		}
 		h, w.headRev = &hd, kvs[0].ModRevision
 	}
-	seq, last := uint64(0), genesis
+	// With every record moved out of etcd, the chain ends at its base.
+	base, baseRev := head{Hash: genesis}, int64(0)
+	if kvs := resp.Responses[2].GetResponseRange().Kvs; len(kvs) > 0 {
+		b, fail := parseBase(kvs[0].Value, w.c)
+		if fail != nil {
+			return tampered(fail)
+		}
+		base, baseRev = b, kvs[0].ModRevision
+	}
+	seq, last := base.Seq, base.Hash
 	if kvs := resp.Responses[1].GetResponseRange().Kvs; len(kvs) > 0 {
 		rec, fail := checkLastLine(w.c, kvs[0].Value)
 		if fail == nil && rec.Node != host {
@@ -60,6 +70,10 @@ func (w *etcdWriter) recover() error {
 		}
 		if fail != nil {
 			return tampered(fail)
+		}
+		if rec.Seq <= base.Seq {
+			return tampered(&Failure{Line: int(rec.Seq), Reason: ReasonSeqGap,
+				Detail: fmt.Sprintf("chain ends at seq %d, before its base %d", rec.Seq, base.Seq)})
 		}
 		seq, last = rec.Seq, rec.Hash
 	}
@@ -70,6 +84,9 @@ func (w *etcdWriter) recover() error {
 		return tampered(&Failure{Line: int(h.Seq) + 1, Reason: ReasonBeyondHead})
 	}
 	w.seq, w.prev = seq, last
+	if w.l.exp != nil {
+		w.l.exp.setBase(base, baseRev)
+	}
 	return nil
 }
 
@@ -138,6 +155,9 @@ func (w *etcdWriter) commit(batch []request) {
 		rev, err := w.try(ops, w.l.k.record(w.l.host, seq), lastLine)
 		if err == nil {
 			w.seq, w.prev, w.headRev = seq, prev, rev
+			if w.l.exp != nil {
+				w.l.exp.committedUpTo(seq)
+			}
 			if w.failed {
 				w.l.log.Info("audit records reach etcd again", logSeq, seq)
 			}

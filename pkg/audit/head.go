@@ -47,19 +47,39 @@ func readHead(path string, c *chainer) (head, error) {
 
 // parseHead decodes and authenticates an encoded head.
 func parseHead(b []byte, c *chainer) (head, *Failure) {
+	return parseSealed(b, c.headHash, ReasonBadHead)
+}
+
+// parseBase decodes and authenticates an etcd chain's encoded base, which
+// has a head's form under another seal (chainer.baseHash).
+func parseBase(b []byte, c *chainer) (head, *Failure) {
+	return parseSealed(b, c.baseHash, ReasonBadBase)
+}
+
+func parseSealed(b []byte, seal func(uint64, string) string, bad Reason) (head, *Failure) {
 	var h head
 	if err := json.Unmarshal(b, &h); err != nil {
-		return head{}, &Failure{Reason: ReasonBadHead, Detail: err.Error()}
+		return head{}, &Failure{Reason: bad, Detail: err.Error()}
 	}
-	if !equalHash(h.MAC, c.headHash(h.Seq, h.Hash)) {
-		return head{}, &Failure{Reason: ReasonBadHead, Detail: "head mac does not verify"}
+	if !equalHash(h.MAC, seal(h.Seq, h.Hash)) {
+		return head{}, &Failure{Reason: bad, Detail: "mac does not verify"}
 	}
 	return h, nil
 }
 
 // encodeHead returns the encoding of a head naming seq and recHash.
 func encodeHead(c *chainer, seq uint64, recHash string) ([]byte, error) {
-	b, err := json.Marshal(head{Seq: seq, Hash: recHash, MAC: c.headHash(seq, recHash)})
+	return encodeSealed(head{Seq: seq, Hash: recHash, MAC: c.headHash(seq, recHash)})
+}
+
+// encodeBase returns the encoding of an etcd chain's base naming seq and
+// recHash.
+func encodeBase(c *chainer, seq uint64, recHash string) ([]byte, error) {
+	return encodeSealed(head{Seq: seq, Hash: recHash, MAC: c.baseHash(seq, recHash)})
+}
+
+func encodeSealed(h head) ([]byte, error) {
+	b, err := json.Marshal(h)
 	if err != nil {
 		return nil, fmt.Errorf("encode audit head: %w", err)
 	}

@@ -26,6 +26,8 @@ const (
 	ReasonNoHead          Reason = "head file missing"
 	ReasonWrongChain      Reason = "record belongs to another host's chain"
 	ReasonBeyondHead      Reason = "records beyond the head"
+	ReasonBadBase         Reason = "chain base does not verify"
+	ReasonExportMismatch  Reason = "records moved out of etcd differ from the chain's base"
 )
 
 // Report is the outcome of verifying a log.
