@@ -86,7 +86,7 @@ func parseFlags() options {
 	flag.StringVar(&o.bin, "bin", "bin", "directory holding keygate and keygated")
 	flag.DurationVar(&o.duration, "duration", 0, "length of each load step (default 5s, 1s with --quick)")
 	flag.StringVar(&o.rows, "rows", "",
-		"comma-separated rows to run (direct,keygate,keygate-tc,mitmproxy,squid,goproxy); default all")
+		"comma-separated rows to run (direct,keygate,keygate-tc,mitmproxy,squid,goproxy,relay); default all")
 	flag.IntVar(&o.sandboxes, "sandboxes", 0, "live sandboxes for the lifecycle figures (default 500, 100 with --quick)")
 	flag.IntVar(&o.idleConns, "idle-conns", 0,
 		"idle connections for the proxy memory figure (default 5000, 2000 with --quick)")

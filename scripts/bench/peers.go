@@ -128,8 +128,17 @@ shutdown_lifetime 0 seconds
 // terminates TLS and substitutes the header: what a simple implementation
 // of the same job gets. It runs as its own process (kgbench goproxy) so its
 // CPU is counted apart.
-func (e *env) goproxyRow() *row {
-	r := &row{key: "goproxy", name: "Go reverse proxy"}
+func (e *env) goproxyRow() *row { return e.helperProxyRow("goproxy", "Go reverse proxy") }
+
+// relayRow is the minimal HTTP/1.1 relay (kgbench relay): no checks, one
+// upstream connection per client connection; the least a Go proxy can
+// spend here.
+func (e *env) relayRow() *row { return e.helperProxyRow("relay", "minimal Go relay") }
+
+// helperProxyRow runs `kgbench <key>` as the row's proxy, in front of the
+// bench upstream with the world's certificate.
+func (e *env) helperProxyRow(key, name string) *row {
+	r := &row{key: key, name: name}
 	var p *proxyProc
 	r.start = func(ctx context.Context) error {
 		addr, err := freeLoopbackAddr()
@@ -137,9 +146,9 @@ func (e *env) goproxyRow() *row {
 			return err
 		}
 		bw := e.world
-		p, err = startProxyEnv(ctx, "goproxy", e.path("goproxy.log"), addr,
+		p, err = startProxyEnv(ctx, key, e.path(key+".log"), addr,
 			[]string{secretEnv + "=" + bw.secret},
-			e.self, "goproxy", "--listen", addr, "--upstream", bw.addr.String(), "--host", bw.host,
+			e.self, key, "--listen", addr, "--upstream", bw.addr.String(), "--host", bw.host,
 			"--ca", bw.caFile, "--cert", bw.certFile, "--key", bw.keyFile, "--placeholder", bw.placehold)
 		if err != nil {
 			return err

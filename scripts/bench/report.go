@@ -151,6 +151,9 @@ func methodSection(p printer, r *results) {
 	p("  *mitmproxy*: `mitmdump --mode reverse:` with an addon replacing the placeholder. *squid*: squid-openssl\n")
 	p("  as a TLS accelerator (`https_port … accel`, TLS `cache_peer`, caching off, `request_header_add`).\n")
 	p("  *Go reverse proxy*: `httputil.ReverseProxy` behind `http.Server` TLS, replacing the placeholder.\n")
+	p("  *minimal Go relay*: a reference, not a peer: HTTP/1.1 only, no checks, an upstream HTTP/1.1 connection\n")
+	p("  per client connection, each head copied line by line and each body by its length (`kgbench relay`):\n")
+	p("  the least a Go proxy terminating both TLS hops spends per request here.\n")
 	p("  Peers listen on loopback with a certificate for the upstream's name; clients dial them with the same URL.\n")
 	p("- **Keep-alive load**: `h2load -t1 -m1 -c N -D %s` (`--h1` for HTTP/1.1); latency percentiles come\n",
 		r.opts.duration)

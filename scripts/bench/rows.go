@@ -42,7 +42,7 @@ func (e *env) rows() []*row {
 	direct := &row{key: "direct", name: "direct", connectTo: bw.addr.String(), auth: "Bearer " + bw.secret}
 	kg := e.keygateRow("keygate", "keygate (cgroup)", "cgroup")
 	kgtc := e.keygateRow("keygate-tc", "keygate (tc)", "tc")
-	return []*row{direct, kg, kgtc, e.mitmproxyRow(), e.squidRow(), e.goproxyRow()}
+	return []*row{direct, kg, kgtc, e.mitmproxyRow(), e.squidRow(), e.goproxyRow(), e.relayRow()}
 }
 
 // keygateRow is the client inside a keygate sandbox bound to the bench
