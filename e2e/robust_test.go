@@ -264,6 +264,58 @@ func TestSlowReadersBounded(t *testing.T) {
 	t.Logf("keygated peak RSS with 100 unread downloads: %d MiB", hwm>>20)
 }
 
+// TestStalledUploadsBounded: uploads into an upstream that stops reading
+// park at most the flow-control windows in keygated, over HTTP/2 (one
+// connection, many streams) and HTTP/1.1 (many connections), however much
+// the sandbox tries to send.
+func TestStalledUploadsBounded(t *testing.T) {
+	w, a, key := credentialedAgent(t)
+	url := fmt.Sprintf("'https://%s/_kg/stall?ms=5000&n=[1-50]'", w.APIHost())
+	// 50 streams on one HTTP/2 connection and 50 HTTP/1.1 connections, each
+	// offering 64 MiB: 6.4 GiB the sandbox would send.
+	out, errOut, _ := a.run([]string{"--vault", "v"}, `head -c 64M /dev/zero > /tmp/z && `+
+		`(curl -sS --http2 -Z --parallel-max 50 -m 4 -o /dev/null -T /tmp/z -H "Authorization: Bearer $API_KEY" `+url+` &
+		  curl -sS --http1.1 -Z --parallel-max 50 -m 4 -o /dev/null -T /tmp/z -H "Authorization: Bearer $API_KEY" `+url+`;
+		  wait) 2>/dev/null; true`)
+	if strings.Contains(out+errOut, key) {
+		t.Fatal("the sandbox saw the secret")
+	}
+	got := 0
+	for _, r := range w.Requests(w.APIHost()) {
+		if strings.HasPrefix(r.Path, "/_kg/stall") {
+			got++
+		}
+	}
+	if got < 90 {
+		t.Fatalf("the stalled upstream saw %d of the 100 uploads; the test did not load keygated", got)
+	}
+	hwm := peakRSS(t, a.cmd.Process.Pid)
+	if hwm > 200<<20 {
+		t.Fatalf("keygated peak RSS %d MiB with 100 uploads into a stalled upstream", hwm>>20)
+	}
+	t.Logf("keygated peak RSS with 100 uploads into a stalled upstream: %d MiB", hwm>>20)
+
+	// The sandbox has ended. Its FINs were queued behind the data keygated
+	// had stopped taking and went with its namespace, so only keygated can
+	// end these connections; they must not wait for TCP keepalive.
+	fromSandboxes := func() int {
+		out, err := exec.Command("ss", "-Htn", "state", "established").Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, l := range strings.Split(string(out), "\n") {
+			if f := strings.Fields(l); len(f) >= 4 && (strings.HasPrefix(f[3], "10.235.") || strings.HasPrefix(f[3], "[fd6b:6761:7435:")) {
+				n++
+			}
+		}
+		return n
+	}
+	if !waitFor(2*time.Second, func() bool { return fromSandboxes() == 0 }) {
+		t.Fatalf("%d connections from the ended sandbox still open in keygated", fromSandboxes())
+	}
+}
+
 // TestUpstreamConnsEndWithSandbox: upstream connections are a sandbox's
 // own, and go when it ends, not after the idle timeout.
 func TestUpstreamConnsEndWithSandbox(t *testing.T) {

@@ -165,9 +165,8 @@ type Proxy struct {
 	errLimit *lograte.Limiter // upstream failures logged at most once a second
 
 	mu       sync.Mutex
-	active   map[net.Conn]struct{} // every accepted connection; guarded by mu
-	perSB    map[string]int        // open connections per sandbox ID; guarded by mu
-	shutdown bool                  // set by Shutdown; guarded by mu
+	bySB     map[string]map[net.Conn]struct{} // open connections by sandbox ID; guarded by mu
+	shutdown bool                             // set by Shutdown; guarded by mu
 
 	rmu      sync.Mutex
 	inFlight map[string]int // requests in flight per sandbox ID; guarded by rmu
@@ -183,9 +182,8 @@ func New(cfg Config) (*Proxy, error) {
 		log:       cfg.Logger,
 		conns:     newConnQueue(),
 		upstreams: newUpstreams(cfg.UpstreamRoots),
-		active:    make(map[net.Conn]struct{}),
+		bySB:      make(map[string]map[net.Conn]struct{}),
 		errLimit:  lograte.New(time.Second),
-		perSB:     make(map[string]int),
 		inFlight:  make(map[string]int),
 	}
 	p.tlsConfig = sandboxTLS(cfg.Certs)
@@ -276,8 +274,20 @@ func (p *Proxy) serve(ln net.Listener, steered bool) error {
 }
 
 // SandboxGone lets go of what the proxy keeps for sandbox id once it has
-// ended: its upstream connections, closed as soon as they are idle.
-func (p *Proxy) SandboxGone(id string) { p.upstreams.forget(id) }
+// ended: its connections, and its upstream connections, closed as soon
+// as they are idle. A connection of an ended sandbox can be open still:
+// one whose peer's FIN was queued behind data keygated had stopped taking
+// (an upload to an upstream that stopped reading) never arrives once the
+// sandbox's namespace is gone, and the request would wait on it until TCP
+// keepalive gave up, minutes later, holding up a shutdown meanwhile.
+func (p *Proxy) SandboxGone(id string) {
+	p.mu.Lock()
+	for c := range p.bySB[id] {
+		c.Close()
+	}
+	p.mu.Unlock()
+	p.upstreams.forget(id)
+}
 
 // Shutdown stops serving HTTP and waits, until ctx is done, for requests
 // in flight; then it closes every connection still open, waits for their
@@ -289,8 +299,10 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	p.mu.Unlock()
 	err := p.h1.Shutdown(ctx)
 	p.mu.Lock()
-	for c := range p.active {
-		c.Close()
+	for _, conns := range p.bySB {
+		for c := range conns {
+			c.Close()
+		}
 	}
 	p.mu.Unlock()
 	p.wg.Wait()
@@ -303,20 +315,22 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 func (p *Proxy) admit(c net.Conn, sb string) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.shutdown || p.perSB[sb] >= p.cfg.MaxConnsPerSandbox {
+	if p.shutdown || len(p.bySB[sb]) >= p.cfg.MaxConnsPerSandbox {
 		return false
 	}
-	p.active[c] = struct{}{}
-	p.perSB[sb]++
+	if p.bySB[sb] == nil {
+		p.bySB[sb] = make(map[net.Conn]struct{})
+	}
+	p.bySB[sb][c] = struct{}{}
 	return true
 }
 
 func (p *Proxy) release(c net.Conn, sb string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	delete(p.active, c)
-	if p.perSB[sb]--; p.perSB[sb] <= 0 {
-		delete(p.perSB, sb)
+	delete(p.bySB[sb], c)
+	if len(p.bySB[sb]) == 0 {
+		delete(p.bySB, sb)
 	}
 }
 

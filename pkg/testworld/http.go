@@ -43,6 +43,17 @@ func (h *recordingHandler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		serveWebSocket(rw, r)
 		return
 	}
+	if r.URL.Path == specialPrefix+"stall" {
+		// An upstream that stops reading: the body is left unread until
+		// the answer, or until the request ends.
+		h.record(r, nil)
+		select {
+		case <-time.After(time.Duration(atoi(r.URL.Query().Get("ms"), 10_000)) * time.Millisecond):
+		case <-r.Context().Done():
+		}
+		io.WriteString(rw, "stalled\n")
+		return
+	}
 	body, _ := io.ReadAll(io.LimitReader(r.Body, maxBody))
 	// Drain the rest so trailers, which follow the body, are filled in.
 	rest, _ := io.Copy(io.Discard, r.Body)

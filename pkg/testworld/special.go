@@ -21,6 +21,8 @@ import (
 //	                   flushed on its own
 //	/_kg/download?bytes=N  N bytes of 'x', streamed
 //	/_kg/upload        {"bytes": n}: how many body bytes arrived
+//	/_kg/stall?ms=M    reads none of the body, answers after M milliseconds
+//	                   (default 10,000): an upstream that stops reading
 //	/_kg/trailer       a body followed by the trailer X-Checksum: done
 //	/_kg/replay        the Authorization header of the request the server
 //	                   received before this one
