@@ -33,36 +33,16 @@ var helpers = map[string]func(args []string) error{
 // request forwarded to one upstream over verified TLS, HTTP/2 when the
 // upstream offers it. It serves until SIGTERM.
 func runGoProxy(args []string) error {
-	fs := flag.NewFlagSet("goproxy", flag.ExitOnError)
-	listen := fs.String("listen", "127.0.0.1:0", "address to serve on")
-	upstream := fs.String("upstream", "", "upstream address host:port")
-	host := fs.String("host", "", "upstream's TLS server name")
-	caFile := fs.String("ca", "", "PEM CA bundle trusted for the upstream")
-	certFile := fs.String("cert", "", "PEM certificate chain to serve")
-	keyFile := fs.String("key", "", "PEM key of -cert")
-	placeholder := fs.String("placeholder", "", "text to replace with $"+secretEnv+" in Authorization")
-	fs.Parse(args)
-
-	secret := os.Getenv(secretEnv)
-	if *upstream == "" || *host == "" || secret == "" || *placeholder == "" {
-		return errors.New("need --upstream, --host, --placeholder and $" + secretEnv)
-	}
-	cert, err := tls.LoadX509KeyPair(*certFile, *keyFile)
+	pa, err := parsePeerArgs("goproxy", args)
 	if err != nil {
 		return err
 	}
-	pem, err := os.ReadFile(*caFile)
-	if err != nil {
-		return err
-	}
-	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(pem)
 
 	// The transport mirrors keygate's upstream side: HTTP/2 when offered
 	// and a pool of idle connections big enough for the load.
 	transport := &http.Transport{
 		DialContext:         (&net.Dialer{Timeout: 10 * time.Second}).DialContext,
-		TLSClientConfig:     &tls.Config{ServerName: *host, RootCAs: roots},
+		TLSClientConfig:     &tls.Config{ServerName: pa.host, RootCAs: pa.roots},
 		ForceAttemptHTTP2:   true,
 		MaxIdleConnsPerHost: 64,
 		IdleConnTimeout:     90 * time.Second,
@@ -70,10 +50,10 @@ func runGoProxy(args []string) error {
 	rp := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL.Scheme = "https"
-			pr.Out.URL.Host = *upstream
-			pr.Out.Host = *host
-			if v := pr.Out.Header.Get("Authorization"); strings.Contains(v, *placeholder) {
-				pr.Out.Header.Set("Authorization", strings.ReplaceAll(v, *placeholder, secret))
+			pr.Out.URL.Host = pa.upstream
+			pr.Out.Host = pa.host
+			if v := pr.Out.Header.Get("Authorization"); strings.Contains(v, pa.placeholder) {
+				pr.Out.Header.Set("Authorization", strings.ReplaceAll(v, pa.placeholder, pa.secret))
 			}
 		},
 		Transport: transport,
@@ -81,12 +61,12 @@ func runGoProxy(args []string) error {
 	}
 	srv := &http.Server{
 		Handler:           rp,
-		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}},
+		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{pa.cert}, NextProtos: []string{"h2", "http/1.1"}},
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       90 * time.Second,
 		ErrorLog:          discardLog,
 	}
-	ln, err := net.Listen("tcp", *listen)
+	ln, err := net.Listen("tcp", pa.listen)
 	if err != nil {
 		return err
 	}
@@ -101,4 +81,44 @@ func runGoProxy(args []string) error {
 		return err
 	}
 	return nil
+}
+
+// peerArgs is what kgbench's own proxies (goproxy, relay) are given: where
+// to listen, the upstream and the trust for it, the certificate to serve,
+// and the placeholder to replace by the secret (from $KGBENCH_SECRET, off
+// argv).
+type peerArgs struct {
+	listen, upstream, host string
+	placeholder, secret    string
+	cert                   tls.Certificate
+	roots                  *x509.CertPool
+}
+
+func parsePeerArgs(name string, args []string) (*peerArgs, error) {
+	fs := flag.NewFlagSet(name, flag.ExitOnError)
+	listen := fs.String("listen", "127.0.0.1:0", "address to serve on")
+	upstream := fs.String("upstream", "", "upstream address host:port")
+	host := fs.String("host", "", "upstream's TLS server name")
+	caFile := fs.String("ca", "", "PEM CA bundle trusted for the upstream")
+	certFile := fs.String("cert", "", "PEM certificate chain to serve")
+	keyFile := fs.String("key", "", "PEM key of -cert")
+	placeholder := fs.String("placeholder", "", "text to replace with $"+secretEnv+" in Authorization")
+	fs.Parse(args)
+
+	pa := &peerArgs{listen: *listen, upstream: *upstream, host: *host, placeholder: *placeholder,
+		secret: os.Getenv(secretEnv)}
+	if pa.upstream == "" || pa.host == "" || pa.secret == "" || pa.placeholder == "" {
+		return nil, errors.New("need --upstream, --host, --placeholder and $" + secretEnv)
+	}
+	var err error
+	if pa.cert, err = tls.LoadX509KeyPair(*certFile, *keyFile); err != nil {
+		return nil, err
+	}
+	pem, err := os.ReadFile(*caFile)
+	if err != nil {
+		return nil, err
+	}
+	pa.roots = x509.NewCertPool()
+	pa.roots.AppendCertsFromPEM(pem)
+	return pa, nil
 }

@@ -19,19 +19,11 @@ var discardLog = log.New(io.Discard, "", 0)
 // cpuSeconds returns the user plus system CPU time process pid has used,
 // all of its threads together; children it waited for are not counted.
 func cpuSeconds(pid int) (float64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	f, err := statFields(pid)
 	if err != nil {
 		return 0, err
 	}
-	// The command name, in parentheses, may hold spaces: fields are
-	// counted from after its closing parenthesis. utime and stime are
-	// fields 14 and 15 of proc(5), the 12th and 13th after it.
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("parse /proc/%d/stat", pid)
-	}
-	f := strings.Fields(s[i+1:])
+	// utime and stime are fields 14 and 15 of proc(5).
 	if len(f) < 13 {
 		return 0, fmt.Errorf("parse /proc/%d/stat: %d fields", pid, len(f))
 	}
@@ -43,9 +35,26 @@ func cpuSeconds(pid int) (float64, error) {
 	return float64(utime+stime) / clockTicks, nil
 }
 
+// statFields returns the fields of /proc/<pid>/stat after the command
+// name, which is in parentheses and may hold spaces: field 3 of proc(5)
+// is the first.
+func statFields(pid int) ([]string, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return nil, err
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return nil, fmt.Errorf("parse /proc/%d/stat", pid)
+	}
+	return strings.Fields(s[i+1:]), nil
+}
+
 // otherAgents returns the process ids of keygated agents other than self:
-// processes named keygated started with --state-dir (a sandbox's init runs
-// the same binary, with other arguments).
+// processes named keygated started with --state-dir. A sandbox's init runs
+// the same binary with other arguments, but between its fork and its exec
+// it has self's name and arguments: self's children are never counted.
 func otherAgents(self int) []int {
 	entries, _ := os.ReadDir("/proc")
 	var out []int
@@ -57,6 +66,9 @@ func otherAgents(self int) []int {
 		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
 		if strings.TrimSpace(string(comm)) != "keygated" {
 			continue
+		}
+		if f, err := statFields(pid); err != nil || len(f) < 2 || f[1] == strconv.Itoa(self) {
+			continue // gone, or self's child (field 4, ppid)
 		}
 		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 		if strings.Contains(string(cmdline), "--state-dir") {

@@ -4,9 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -29,34 +27,13 @@ func init() { helpers["relay"] = runRelay }
 // with a body, or an answer without a Content-Length, ends the
 // connection. It serves until SIGTERM.
 func runRelay(args []string) error {
-	fs := flag.NewFlagSet("relay", flag.ExitOnError)
-	listen := fs.String("listen", "127.0.0.1:0", "address to serve on")
-	upstream := fs.String("upstream", "", "upstream address host:port")
-	host := fs.String("host", "", "upstream's TLS server name")
-	caFile := fs.String("ca", "", "PEM CA bundle trusted for the upstream")
-	certFile := fs.String("cert", "", "PEM certificate chain to serve")
-	keyFile := fs.String("key", "", "PEM key of -cert")
-	placeholder := fs.String("placeholder", "", "text to replace with $"+secretEnv+" in Authorization")
-	fs.Parse(args)
-
-	secret := os.Getenv(secretEnv)
-	if *upstream == "" || *host == "" || secret == "" || *placeholder == "" {
-		return errors.New("need --upstream, --host, --placeholder and $" + secretEnv)
-	}
-	cert, err := tls.LoadX509KeyPair(*certFile, *keyFile)
+	pa, err := parsePeerArgs("relay", args)
 	if err != nil {
 		return err
 	}
-	pem, err := os.ReadFile(*caFile)
-	if err != nil {
-		return err
-	}
-	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(pem)
-
 	// No ALPN: a Go server that offers some refuses clients that offer
 	// only others (h2), where this one should let them fall back.
-	ln, err := tls.Listen("tcp", *listen, &tls.Config{Certificates: []tls.Certificate{cert}})
+	ln, err := tls.Listen("tcp", pa.listen, &tls.Config{Certificates: []tls.Certificate{pa.cert}})
 	if err != nil {
 		return err
 	}
@@ -69,9 +46,9 @@ func runRelay(args []string) error {
 	r := &relay{
 		dialer: &tls.Dialer{
 			NetDialer: &net.Dialer{Timeout: 10 * time.Second},
-			Config:    &tls.Config{ServerName: *host, RootCAs: roots, NextProtos: []string{"http/1.1"}},
+			Config:    &tls.Config{ServerName: pa.host, RootCAs: pa.roots, NextProtos: []string{"http/1.1"}},
 		},
-		upstream: *upstream, placeholder: []byte(*placeholder), secret: []byte(secret),
+		upstream: pa.upstream, placeholder: []byte(pa.placeholder), secret: []byte(pa.secret),
 	}
 	for {
 		c, err := ln.Accept()
