@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/keygate/keygate/pkg/api"
+	"github.com/keygate/keygate/pkg/audit"
 	"github.com/keygate/keygate/pkg/proxy"
 )
 
@@ -92,6 +93,18 @@ func (a *Agent) registerMetrics() {
 	m.Gauge("dns", "pins", "DNS pins (sandbox, address, name) held now.", func() float64 {
 		return float64(a.pins.Len())
 	})
+	if l, ok := a.audit.(*audit.Etcd); ok {
+		m.Gauge("audit", "etcd_moved_seq", "Seq of the last of this host's audit records moved out of etcd to STATE-DIR/audit-etcd.", func() float64 {
+			seq, _ := l.Moved()
+			return float64(seq)
+		})
+		m.Gauge("audit", "etcd_move_failing", "1 while moving this host's old audit records out of etcd fails or has stopped (the log says why); they stay in etcd.", func() float64 {
+			if _, failing := l.Moved(); failing {
+				return 1
+			}
+			return 0
+		})
+	}
 	m.Counter("tls", "leaf_cache_hits_total", "Leaf certificates served from the cache.", func() float64 {
 		hits, _ := a.leaves.Stats()
 		return float64(hits)

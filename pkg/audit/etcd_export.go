@@ -68,7 +68,7 @@ type etcdExporter struct {
 	moved     atomic.Uint64 // base.Seq, for the writer
 	committed atomic.Uint64 // the writer's last committed seq
 	kick      chan struct{} // the writer's wake-up; capacity 1
-	failing   bool          // the last step failed; logged once until one succeeds
+	failing   atomic.Bool   // the last step failed (logged once until one succeeds), or moving stopped
 }
 
 // exportPath is the local log that host's records moved out of etcd go to.
@@ -79,6 +79,16 @@ func exportPath(dir, host string) string {
 // chunk is how many records a step moves when the chain is over max.
 func (e *etcdExporter) chunk() uint64 {
 	return max(1, min(e.max/2, exportChunk))
+}
+
+// Moved reports the seq of the last of this host's records moved out of
+// etcd (0 for none), and whether moving them is failing or has stopped
+// (see the log for why). Both are zero when records stay in etcd.
+func (l *Etcd) Moved() (seq uint64, failing bool) {
+	if l.exp == nil {
+		return 0, false
+	}
+	return l.exp.moved.Load(), l.exp.failing.Load()
 }
 
 // committedUpTo tells the exporter the writer has committed seq, and wakes
@@ -114,10 +124,9 @@ func (e *etcdExporter) run(done chan<- struct{}) {
 		for {
 			more, err := e.step()
 			if err != nil {
-				if !e.failing {
+				if !e.failing.Swap(true) {
 					e.l.log.Error("audit records cannot be moved out of etcd; they stay there", logError, err)
 				}
-				e.failing = true
 				if errors.Is(err, errExportGap) || errors.Is(err, ErrTampered) || errors.Is(err, errChainTaken) {
 					return
 				}
@@ -128,10 +137,9 @@ func (e *etcdExporter) run(done chan<- struct{}) {
 					return
 				}
 			}
-			if e.failing {
+			if e.failing.Swap(false) {
 				e.l.log.Info("audit records move out of etcd again", logSeq, e.base.Seq)
 			}
-			e.failing = false
 			if !more {
 				break
 			}

@@ -87,6 +87,9 @@ func TestEtcdMovesRecordsOut(t *testing.T) {
 		appendN(t, l, 0, 100)
 		settle(t, prefix, 20)
 		checkAll(t, l, 100)
+		if seq, failing := l.Moved(); seq < 80 || failing {
+			t.Errorf("Moved = %d, %v; want 80 or more, not failing", seq, failing)
+		}
 
 		// The export log is a log of its own, whole from seq 1.
 		rep, err := VerifyFile(exportPath(dir, "host-a"), testKey(t))
@@ -158,6 +161,29 @@ func TestEtcdMovesRecordsOut(t *testing.T) {
 		}
 	})
 
+	t.Run("ExportLogBehindTheBase", func(t *testing.T) {
+		prefix, dir, open := setup(t)
+		l := open(10)
+		appendN(t, l, 0, 40)
+		settle(t, prefix, 10)
+		// An older copy of the export log (a restored backup): its newest
+		// segment gone, its head rewritten to the one before.
+		path := exportPath(dir, "host-a")
+		segs, err := segments(path)
+		if err != nil || len(segs) < 2 {
+			t.Fatalf("segments: %v %v", segs, err)
+		}
+		os.Remove(segs[len(segs)-1])
+		rep, _ := VerifyFile(path, testKey(t))
+		c, _ := newChainer(testKey(t))
+		if err := writeHead(headPath(path), c, uint64(rep.Records), rep.LastHash); err != nil {
+			t.Fatal(err)
+		}
+		if rep, err := l.Verify(); !errors.Is(err, ErrTampered) || rep.Failure == nil || rep.Failure.Reason != ReasonExportMismatch {
+			t.Fatalf("Verify = %+v, %v; want %q", rep, err, ReasonExportMismatch)
+		}
+	})
+
 	t.Run("MoveThatDidNotLandIsFinished", func(t *testing.T) {
 		prefix, dir, open := setup(t)
 		l := open(0) // records stay in etcd
@@ -194,6 +220,9 @@ func TestEtcdMovesRecordsOut(t *testing.T) {
 		// Nothing more left etcd: it holds the records the log could not take.
 		if got := inEtcd(t, prefix); got < 40 {
 			t.Fatalf("etcd holds %d records; records were moved with no log to continue", got)
+		}
+		if _, failing := l.Moved(); !failing {
+			t.Error("Moved does not report the moving stopped")
 		}
 		if rep, err := l.Verify(); err != nil || !rep.OK {
 			t.Fatalf("Verify = %+v, %v (the export log moved elsewhere is not a failure)", rep, err)

@@ -82,13 +82,26 @@ func (l *Etcd) verifyMoved(b head) (int, *Failure, error) {
 		return min(rep.Records, int(b.Seq)), rep.Failure, nil
 	case err != nil:
 		return 0, nil, err
-	case rep.HeadSeq < b.Seq || rep.HeadSeq == b.Seq && !equalHash(rep.LastHash, b.Hash):
-		// A log ahead of the base holds a segment whose move did not land:
-		// those records are still in etcd, which verified them.
-		return rep.Records, &Failure{Line: int(rep.HeadSeq), Reason: ReasonExportMismatch,
-			Detail: fmt.Sprintf("%s ends at seq %d, the chain in etcd begins after seq %d", path, rep.HeadSeq, b.Seq)}, nil
+	case rep.HeadSeq < b.Seq:
+		return rep.Records, exportMismatch(path, rep.HeadSeq, b), nil
+	}
+	// The log's head was checked against the record it names. At the
+	// base's seq it must name the base's record. A head further on is a
+	// segment written since (the move may not have landed): its records
+	// are in etcd too, which verified them.
+	c, err := newChainer(l.key)
+	if err != nil {
+		return 0, nil, err
+	}
+	if h, err := readHead(headPath(path), c); err == nil && h.Seq == b.Seq && !equalHash(h.Hash, b.Hash) {
+		return rep.Records, exportMismatch(path, h.Seq, b), nil
 	}
 	return int(b.Seq), nil, nil
+}
+
+func exportMismatch(path string, end uint64, b head) *Failure {
+	return &Failure{Line: int(end), Reason: ReasonExportMismatch,
+		Detail: fmt.Sprintf("%s ends at seq %d, the chain in etcd begins after seq %d", path, end, b.Seq)}
 }
 
 // verifyChain checks the lines of host's chain, in seq order, against h,
