@@ -225,9 +225,9 @@ func (l *Etcd) Query(f Filter) ([]Record, error) {
 	if err != nil {
 		return nil, err
 	}
-	all := f
-	all.Limit = 0
-	out, err := l.queryMoved(all, v.bases[l.host])
+	// With a limit the newest moved records are the only ones that can
+	// be among the newest of all.
+	out, err := l.queryMoved(f, v.bases[l.host])
 	if err != nil {
 		return nil, err
 	}
