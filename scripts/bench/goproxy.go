@@ -71,12 +71,7 @@ func runGoProxy(args []string) error {
 		return err
 	}
 
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
-	go func() {
-		<-sigs
-		srv.Close()
-	}()
+	onTerm(func() { srv.Close() })
 	if err := srv.ServeTLS(ln, "", ""); !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
@@ -121,4 +116,14 @@ func parsePeerArgs(name string, args []string) (*peerArgs, error) {
 	pa.roots = x509.NewCertPool()
 	pa.roots.AppendCertsFromPEM(pem)
 	return pa, nil
+}
+
+// onTerm calls stop, once, on SIGTERM or SIGINT.
+func onTerm(stop func()) {
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	go func() {
+		<-sigs
+		stop()
+	}()
 }

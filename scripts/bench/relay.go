@@ -8,10 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
-	"os/signal"
 	"strconv"
-	"syscall"
 	"time"
 )
 
@@ -37,12 +34,7 @@ func runRelay(args []string) error {
 	if err != nil {
 		return err
 	}
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
-	go func() {
-		<-sigs
-		ln.Close()
-	}()
+	onTerm(func() { ln.Close() })
 	r := &relay{
 		dialer: &tls.Dialer{
 			NetDialer: &net.Dialer{Timeout: 10 * time.Second},
