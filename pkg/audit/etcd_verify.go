@@ -127,10 +127,9 @@ func verifyChain(c *chainer, host string, lines [][]byte, h *head, b head) (int,
 		}
 		prev = rec.Hash
 	}
-	if h != nil && len(lines) == 0 && b.Seq > 0 && h.Seq == b.Seq && !equalHash(h.Hash, b.Hash) {
-		return 0, &Failure{Line: int(b.Seq), Reason: ReasonHeadMismatch}
-	}
-	return len(lines), checkLength(int(b.Seq)+len(lines), h)
+	// As when a log is opened: the chain must reach its head, and a head
+	// at its end (the base, with nothing left in etcd) must name it.
+	return len(lines), checkTail(b.Seq+uint64(len(lines)), prev, h)
 }
 
 // failed completes a report that found fail in host's chain.

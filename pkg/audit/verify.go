@@ -202,7 +202,7 @@ func verifyLog(r io.Reader, c *chainer, h *head) Report {
 		return rep
 	}
 
-	rep.Failure = checkLength(rep.Records, h)
+	rep.Failure = checkTail(uint64(rep.Records), prev, h)
 	return rep
 }
 
@@ -221,22 +221,6 @@ func verifyLine(c *chainer, line []byte, n int, prev string) (Record, *Failure) 
 		return Record{}, &Failure{Reason: ReasonHashMismatch}
 	}
 	return rec, nil
-}
-
-// checkLength compares the number of records a log holds with its head.
-func checkLength(records int, h *head) *Failure {
-	switch {
-	case h == nil && records > 0:
-		// The head is created with the log, so only deletion removes it.
-		return &Failure{Reason: ReasonNoHead}
-	case h != nil && h.Seq > uint64(records):
-		return &Failure{
-			Line:   records + 1,
-			Reason: ReasonShorterThanHead,
-			Detail: fmt.Sprintf("%d records, head names seq %d", records, h.Seq),
-		}
-	}
-	return nil
 }
 
 // newLineScanner splits r into lines that keep their '\n', so a caller can
